@@ -76,6 +76,10 @@ class NotFoundError(RejectedError):
     """404: the media does not exist (or belongs to another account)."""
 
 
+class SourceChangedError(IngestdError):
+    """The file changed size while it was being uploaded; its parts must be planned again."""
+
+
 class RenderError(IngestdError):
     """A rule could not be turned into a create request for a file."""
 
