@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import types
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .media_schema import Quality
+from .errors import ConfigError, ConfigProblem
+from .media_schema import Quality, field_path
 
 DEFAULT_BASE_URL = "https://api.aiozstream.network/api"
 DEFAULT_INCLUDE = ["*.mp3", "*.m4a", "*.aac", "*.wav", "*.flac", "*.ogg", "*.opus"]
@@ -55,11 +74,12 @@ def parse_duration(value: Any) -> float:
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Numbers become strings where text is expected: `episode: 5` in metadata, `tags: [2024]`.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 class ApiConfig(_Model):
@@ -67,8 +87,15 @@ class ApiConfig(_Model):
     token: SecretStr | None = None
     public_key: str | None = None
     secret_key: SecretStr | None = None
-    timeout: Duration = 60.0
+    timeout: Duration = Field(default=60.0, gt=0)
     verify_tls: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _credentials(self) -> "ApiConfig":
@@ -85,22 +112,23 @@ class UploadConfig(_Model):
     parallel_parts: int = Field(default=1, ge=1, le=16)
     part_index_base: Literal[0, 1] = 0
     max_attempts: int = Field(default=10, ge=1)
-    poll_interval: Duration = 10.0
-    transcode_timeout: Duration = 6 * 3600.0
+    poll_interval: Duration = Field(default=10.0, gt=0)
+    transcode_timeout: Duration = Field(default=6 * 3600.0, gt=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
 
-    @model_validator(mode="after")
-    def _chunk_bounds(self) -> "UploadConfig":
-        if not MIN_CHUNK <= self.chunk_size <= MAX_CHUNK:
-            raise ValueError(f"chunk_size must be between 5MiB and 200MB, got {self.chunk_size} bytes")
-        return self
+    @field_validator("chunk_size")
+    @classmethod
+    def _chunk_bounds(cls, value: int) -> int:
+        if not MIN_CHUNK <= value <= MAX_CHUNK:
+            raise ValueError(f"must be between 5MiB and 200MB, got {value} bytes")
+        return value
 
 
 class FolderConfig(_Model):
     path: Path
     recursive: bool = True
     observer: Literal["auto", "native", "polling"] = "auto"
-    poll_interval: Duration = 5.0
+    poll_interval: Duration = Field(default=5.0, gt=0)
     settle: Duration = 5.0
     max_wait: Duration = 3600.0
     sidecar: Literal["required", "optional", "off"] = "optional"
@@ -114,6 +142,15 @@ class FolderConfig(_Model):
 class StatusConfig(_Model):
     listen: str | None = None
 
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r} is not HOST:PORT (example: 127.0.0.1:9137)")
+        return value
+
 
 class LogConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"
@@ -125,17 +162,26 @@ class RuleMatch(_Model):
     filename: str | None = None
     regex: str | None = None
 
-    @model_validator(mode="after")
-    def _regex_compiles(self) -> "RuleMatch":
-        if self.regex is not None:
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
             try:
-                re.compile(self.regex)
+                re.compile(value)
             except re.error as exc:
                 raise ValueError(f"regex does not compile: {exc}") from None
-        return self
+        return value
 
 
-Qualities = str | list[Quality]
+def _qualities_kind(value: Any) -> str:
+    return "preset" if isinstance(value, str) else "inline"
+
+
+# A preset name, or the qualities written out; tagged so an error names one form, not both.
+Qualities = Annotated[
+    Annotated[str, Tag("preset")] | Annotated[list[Quality], Tag("inline")],
+    Discriminator(_qualities_kind),
+]
 
 
 class RuleDefaults(_Model):
@@ -151,7 +197,7 @@ class RuleDefaults(_Model):
 
 
 class Rule(RuleDefaults):
-    name: str
+    name: str = Field(min_length=1)
     match: RuleMatch = Field(default_factory=RuleMatch)
 
 
@@ -169,8 +215,12 @@ class Config(_Model):
     defaults: RuleDefaults = Field(default_factory=RuleDefaults)
     rules: list[Rule] = Field(default_factory=list)
 
-    # Where the config came from; set by load_config, used in messages and reloads.
-    source: Path | None = Field(default=None, exclude=True)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this config was loaded from; None when built in code."""
+        return self._source
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -181,3 +231,344 @@ class Config(_Model):
             if path.is_relative_to(folder.path):
                 return folder
         return None
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file.
+
+    Raises ``ConfigError`` listing every problem found, each located by line and dotted key.
+    """
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([ConfigProblem(file, None, "", f"cannot read config file: {reason}")]) from None
+
+    document = _Document(file, os.environ if environ is None else environ)
+    data = document.read(text)
+    _resolve_paths(data, path.absolute().parent)
+
+    problems = list(document.problems)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += document.validation_problems(exc, data)
+    problems += [document.problem(key, message) for key, message in _cross_checks(data)]
+
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
+    assert config is not None
+    config._source = path
+    return config
+
+
+def check_config(path: str | Path, environ: Mapping[str, str] | None = None) -> list[ConfigProblem]:
+    """Every problem in a config file; an empty list means it is valid."""
+    try:
+        load_config(path, environ=environ)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+# --- reading YAML with line numbers ---------------------------------------------------------
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# `$${` is a literal `${`; a bare `${` that is neither form is malformed.
+_LAST_PART = re.compile(r"(\.[^.\[]+|\[\d+\])$|^[^.\[]+$")
+_VARIABLE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{")
+
+
+class _Document:
+    """One config file turned into plain data, remembering the line of every dotted key."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]):
+        self.file = file
+        self.environ = environ
+        self.lines: dict[str, int] = {}
+        self.problems: list[ConfigProblem] = []
+        # Keys whose value could not be interpolated: their follow-on validation errors are noise.
+        self.unset: set[str] = set()
+        self._loader: yaml.SafeLoader | None = None
+
+    def read(self, text: str) -> dict[str, Any]:
+        self._loader = yaml.SafeLoader(text)
+        try:
+            root = self._loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            raise ConfigError([self._syntax_problem(exc)]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([ConfigProblem(self.file, None, "(yaml)", str(exc))]) from None
+        if not isinstance(root, MappingNode):
+            line = root.start_mark.line + 1 if root is not None else None
+            raise ConfigError([ConfigProblem(self.file, line, "", "the config must be a mapping of keys (api:, folders:, ...)")])
+        try:
+            return self._value(root, "")
+        finally:
+            self._loader.dispose()
+
+    def _syntax_problem(self, exc: yaml.MarkedYAMLError) -> ConfigProblem:
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or "invalid YAML"
+        if exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+            message += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        return ConfigProblem(self.file, mark.line + 1 if mark else None, "(yaml)", f"invalid YAML: {message}")
+
+    def _add(self, node: Node, key: str, message: str) -> None:
+        self.problems.append(ConfigProblem(self.file, node.start_mark.line + 1, key, message))
+
+    def _value(self, node: Node, path: str) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            if node.tag != _SEQ_TAG:
+                self._add(node, path, f"unsupported YAML tag {node.tag}")
+            return [self._value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
+        if node.tag != _MAP_TAG:
+            self._add(node, path, f"unsupported YAML tag {node.tag}")
+        # `<<: *anchor` supplies keys the mapping does not set itself, so it is read first.
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, MappingNode):
+                        self._add(source, path, "<< must merge a mapping or a list of mappings")
+                        continue
+                    merged.update({k: v for k, v in self._mapping(source, path).items() if k not in merged})
+        own: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            if not isinstance(key_node, ScalarNode):
+                self._add(key_node, path, "keys must be plain names, not lists or mappings")
+                continue
+            key = key_node.value  # as written: `on:` or `2024:` stay text
+            child = f"{path}.{key}" if path else key
+            if key in own:
+                self._add(key_node, child, f"duplicate key (first set on line {self.lines[child]}); only one value can apply")
+                continue
+            self.lines[child] = key_node.start_mark.line + 1
+            own[key] = self._value(value_node, child)
+        return merged | own
+
+    def _scalar(self, node: ScalarNode, path: str) -> Any:
+        assert self._loader is not None
+        if node.tag == _STR_TAG and "$" in node.value:
+            text = self._interpolate(node, path)
+            if node.style is not None:  # quoted: stays text
+                return text
+            # Plain: typed as if the substituted text had been written in the file (`${WORKERS:-2}` is a number).
+            node = ScalarNode(self._loader.resolve(ScalarNode, text, (True, False)), text, node.start_mark, node.end_mark)
+        try:
+            return self._loader.construct_object(node)
+        except yaml.YAMLError as exc:
+            self._add(node, path, str(getattr(exc, "problem", None) or exc))
+            return None
+
+    def _interpolate(self, node: ScalarNode, path: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name = match.group("name")
+            if name is None:
+                self._add(node, path, "malformed ${...}: write ${NAME} or ${NAME:-default}, or $${ for a literal ${")
+                return match.group(0)
+            value = self.environ.get(name)
+            if value:
+                return value
+            if match.group("default") is not None:
+                return match.group("default")
+            state = "is empty" if value == "" else "is not set"
+            self._add(node, path, f"environment variable {name} {state}")
+            self.unset.add(path)
+            return ""
+
+        return _VARIABLE.sub(substitute, node.value)
+
+    # --- turning validation errors into located problems --------------------------------------
+
+    def line(self, key: str) -> int | None:
+        """The line of a dotted key, or of the nearest enclosing key that has one."""
+        while key not in self.lines:
+            if not key:
+                return None
+            parent = _LAST_PART.sub("", key)
+            key = parent if parent != key else ""
+        return self.lines[key]
+
+    def problem(self, key: str, message: str) -> ConfigProblem:
+        return ConfigProblem(self.file, self.line(key), key, message)
+
+    def validation_problems(self, error: ValidationError, data: dict[str, Any]) -> list[ConfigProblem]:
+        problems = []
+        for item in error.errors():
+            loc = _data_loc(item["loc"], data, keep_last=item["type"] == "missing")
+            key = field_path(loc)
+            if any(_within(unset, key) for unset in self.unset):
+                continue  # already reported as an unset variable
+            if item["type"] == "missing":
+                message = "required key is missing"
+            elif item["type"] == "extra_forbidden":
+                message = "unknown key" + _suggestion(str(loc[-1]), _known_keys(loc[:-1]))
+            else:
+                message = item["msg"].removeprefix("Value error, ")
+            problems.append(self.problem(key, message))
+        return problems
+
+
+def _within(key: str, ancestor: str) -> bool:
+    return not ancestor or key == ancestor or key.startswith((ancestor + ".", ancestor + "["))
+
+
+def _data_loc(loc: tuple[Any, ...], data: Any, *, keep_last: bool) -> tuple[Any, ...]:
+    """Keep the parts of a pydantic ``loc`` that are keys or indexes in the data, dropping union tags and validator names."""
+    kept: list[Any] = []
+    current = data
+    for position, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(current, list) and 0 <= part < len(current):
+            current = current[part]
+        elif isinstance(part, str) and isinstance(current, dict) and part in current:
+            current = current[part]
+        elif not (keep_last and position == len(loc) - 1):
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names a model accepts at ``loc``, found by following the type annotations from ``Config``."""
+    types_here: list[Any] = [Config]
+    for part in loc:
+        following: list[Any] = []
+        for tp in types_here:
+            if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str) and part in tp.model_fields:
+                following += _concrete(tp.model_fields[part].annotation)
+            elif get_origin(tp) is dict and isinstance(part, str):
+                following += _concrete(get_args(tp)[1])
+            elif get_origin(tp) is list and isinstance(part, int):
+                following += _concrete(get_args(tp)[0])
+        types_here = following
+    return [name for tp in types_here if isinstance(tp, type) and issubclass(tp, BaseModel) for name in tp.model_fields]
+
+
+def _concrete(tp: Any) -> list[Any]:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _concrete(get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        return [t for arg in get_args(tp) for t in _concrete(arg)]
+    return [tp]
+
+
+def _suggestion(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# --- paths and checks across keys -------------------------------------------------------------
+
+_PATH_KEYS = ("path", "done_dir", "failed_dir")
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make every path absolute: relative ones are relative to the config file, not the working directory."""
+
+    def resolve(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return os.path.normpath(base / Path(value).expanduser())
+
+    if "state_dir" in data:
+        data["state_dir"] = resolve(data["state_dir"])
+    for folder in _list(data.get("folders")):
+        if isinstance(folder, dict):
+            for key in _PATH_KEYS:
+                if key in folder:
+                    folder[key] = resolve(folder[key])
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _cross_checks(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Problems no single key shows: references, names and folders that clash. Reads the raw data so
+    they are reported alongside type errors, skipping values that are not even the right type."""
+    presets = _dict(data.get("presets"))
+    for name, qualities in presets.items():
+        yield from _repeated_resolutions(qualities, f"presets.{name}")
+
+    rules = _list(data.get("rules"))
+    holders = [("defaults", _dict(data.get("defaults")))] + [(f"rules[{i}]", _dict(r)) for i, r in enumerate(rules)]
+    for where, holder in holders:
+        qualities = holder.get("qualities")
+        if isinstance(qualities, str) and qualities not in presets:
+            known = ", ".join(sorted(presets)) or "none are defined"
+            yield f"{where}.qualities", f"no preset named {qualities!r}{_suggestion(qualities, list(presets))} (presets: {known})"
+        yield from _repeated_resolutions(qualities, f"{where}.qualities")
+
+    yield from _rule_clashes(rules)
+    yield from _folder_clashes(_list(data.get("folders")))
+
+
+def _repeated_resolutions(qualities: Any, where: str) -> Iterator[tuple[str, str]]:
+    seen: dict[Any, int] = {}
+    for i, quality in enumerate(_list(qualities)):
+        resolution = _dict(quality).get("resolution")
+        if isinstance(resolution, str) and resolution in seen:
+            yield f"{where}[{i}].resolution", f"resolution {resolution!r} is already used by {where}[{seen[resolution]}]"
+        elif isinstance(resolution, str):
+            seen[resolution] = i
+
+
+def _rule_clashes(rules: list[Any]) -> Iterator[tuple[str, str]]:
+    first_with_name: dict[str, int] = {}
+    catch_all: int | None = None
+    for i, rule in enumerate(rules):
+        rule = _dict(rule)
+        name = rule.get("name")
+        if isinstance(name, str) and name in first_with_name:
+            yield f"rules[{i}].name", f"rule name {name!r} is already used by rules[{first_with_name[name]}]"
+        elif isinstance(name, str):
+            first_with_name[name] = i
+        if catch_all is not None:
+            yield f"rules[{i}]", f"this rule can never match: rules[{catch_all}] has no match conditions and takes every file"
+        elif not any(_dict(rule.get("match")).get(k) for k in ("folder", "filename", "regex")):
+            catch_all = i
+
+
+def _folder_clashes(folders: list[Any]) -> Iterator[tuple[str, str]]:
+    # Compared with symlinks resolved, so an alias of a watched folder is still caught.
+    watched = [(i, Path(os.path.realpath(f["path"]))) for i, f in enumerate(folders) if isinstance(_dict(f).get("path"), str)]
+    for i, path in watched:
+        for j, other in watched:
+            if j < i and path == other:
+                yield f"folders[{i}].path", f"the same folder is already watched by folders[{j}]"
+            elif j != i and path != other and path.is_relative_to(other):
+                yield f"folders[{i}].path", f"lies inside folders[{j}].path ({other}); watched folders must not nest"
+    for i, folder in enumerate(folders):
+        for key in ("done_dir", "failed_dir"):
+            value = _dict(folder).get(key)
+            if not isinstance(value, str):
+                continue
+            target = Path(os.path.realpath(value))
+            for j, path in watched:
+                if target.is_relative_to(path):
+                    relation = "is" if target == path else "lies inside"
+                    yield f"folders[{i}].{key}", f"{relation} the watched folder folders[{j}].path ({path}); finished files would be ingested again"
