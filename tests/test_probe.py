@@ -1,0 +1,217 @@
+import random
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+
+from ingestd.probe import AudioInfo, ProbeError, is_complete, probe
+from tests.audio import write_wav
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def truncated_copy(source: Path, target: Path, keep: float) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * keep)])
+    return target
+
+
+# ---- tags and stream properties -----------------------------------------------------------------
+
+
+def test_id3_tags_from_mp3():
+    info = probe(FIXTURES / "tagged.mp3")
+    assert info.format == "mp3"
+    assert info.tags == {
+        "title": "Pilot Episode",
+        "artist": "The Studio",
+        "album": "Season One",
+        "track": "3",  # stored as "3/10"
+        "date": "2026",
+        "genre": "Podcast",
+        "comment": "The first episode.",  # the iTunNORM comment is skipped
+        "albumartist": "The Studio Network",
+        "composer": "Jo Writer",
+    }
+    assert info.sample_rate == 8000
+    assert info.channels == 1
+    assert 1.4 < info.duration < 1.8
+
+
+def test_mp4_atoms_from_m4a():
+    info = probe(FIXTURES / "tagged.m4a")
+    assert info.format == "mp4"
+    assert info.tags == {
+        "title": "Pilot Episode",
+        "artist": "The Studio",
+        "album": "Season One",
+        "track": "3",  # trkn (3, 10)
+        "date": "2026",
+        "genre": "Podcast",
+        "comment": "The first episode.",
+        "albumartist": "The Studio Network",
+        "composer": "Jo Writer",
+    }
+    assert info.sample_rate == 22050
+    assert 1.4 < info.duration < 1.7
+
+
+def test_vorbis_comments_from_flac_joined_and_stripped():
+    info = probe(FIXTURES / "tagged.flac")
+    assert info == AudioInfo(
+        format="flac",
+        duration=1.5,
+        sample_rate=8000,
+        channels=1,
+        tags={
+            "title": "Café Stories",
+            "artist": "Ana Lima, Bruno Reis",
+            "album": "Season One",
+            "track": "3",
+            "date": "2026",
+            "genre": "Podcast",
+            "comment": "Recorded in Lisbon.",
+        },
+    )
+
+
+def test_ogg_title_is_nfc_normalised():
+    info = probe(FIXTURES / "tagged.ogg")
+    assert info.format == "ogg"
+    assert info.tags["title"] == "Caf\u00e9 Stories"  # stored as "Cafe\u0301 Stories"
+    assert info.tags["comment"] == "Recorded in Lisbon."  # from DESCRIPTION
+    assert info.duration == 1.5
+
+
+def test_wav_without_tags(tmp_path):
+    info = probe(write_wav(tmp_path / "tone.wav", 0.5, rate=22050, channels=2))
+    assert info.format == "wave"
+    assert info.duration == pytest.approx(0.5, abs=0.01)
+    assert (info.sample_rate, info.channels) == (22050, 2)
+    assert info.tags == {}
+
+
+# ---- probe errors ---------------------------------------------------------------------------------
+
+
+def test_zero_byte_file(tmp_path):
+    empty = tmp_path / "empty.mp3"
+    empty.touch()
+    with pytest.raises(ProbeError, match="empty file: empty.mp3"):
+        probe(empty)
+
+
+def test_random_bytes_named_mp3_are_not_audio(tmp_path):
+    fake = tmp_path / "episode.mp3"
+    fake.write_bytes(random.Random(7).randbytes(8192))
+    with pytest.raises(ProbeError, match="^not audio: episode.mp3"):
+        probe(fake)
+
+
+def test_a_document_with_an_audio_name_is_not_audio(tmp_path):
+    fake = tmp_path / "notes.m4a"
+    fake.write_text("<html><body>download failed</body></html>\n" * 50)
+    with pytest.raises(ProbeError, match="^not audio"):
+        probe(fake)
+
+
+def test_truncated_wav(tmp_path):
+    whole = write_wav(tmp_path / "whole.wav", 1.0)
+    cut = truncated_copy(whole, tmp_path / "cut.wav", 0.5)
+    with pytest.raises(ProbeError, match="^corrupt or truncated audio: cut.wav"):
+        probe(cut)
+
+
+def test_mp3_cut_inside_its_header(tmp_path):
+    cut = truncated_copy(FIXTURES / "tagged.mp3", tmp_path / "cut.mp3", 0.05)
+    with pytest.raises(ProbeError, match="^corrupt or truncated audio: cut.mp3"):
+        probe(cut)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ProbeError, match="cannot read gone.mp3"):
+        probe(tmp_path / "gone.mp3")
+
+
+# ---- is_complete ------------------------------------------------------------------------------------
+
+
+def test_wav_complete_and_truncated(tmp_path):
+    whole = write_wav(tmp_path / "whole.wav", 1.0)
+    assert is_complete(whole) is True
+    for keep in (0.01, 0.5, 0.999):
+        assert is_complete(truncated_copy(whole, tmp_path / f"cut-{keep}.wav", keep)) is False
+
+
+def test_wav_while_its_writer_is_still_writing(tmp_path):
+    path = tmp_path / "recording.wav"
+    second = b"\x00\x10\x00\x10" * 8000
+    with path.open("wb") as fh, wave.open(fh, "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.setnframes(16000)  # the header announces two seconds up front
+        out.writeframesraw(second)
+        fh.flush()
+        assert is_complete(path) is False
+        out.writeframesraw(second)
+    assert is_complete(path) is True
+
+
+def test_wav_copied_in_pieces(tmp_path):
+    source = write_wav(tmp_path / "source.wav", 0.5).read_bytes()
+    target = tmp_path / "target.wav"
+    with target.open("wb") as out:
+        for start in range(0, len(source), 8192):
+            out.write(source[start:start + 8192])
+            out.flush()
+            assert is_complete(target) is (start + 8192 >= len(source))
+
+
+def test_wav_whose_data_size_is_not_written_yet(tmp_path):
+    path = write_wav(tmp_path / "recording.wav", 0.2)
+    data = bytearray(path.read_bytes())
+    data[4:8] = (36).to_bytes(4, "little")  # as if no samples had been written
+    data[40:44] = bytes(4)
+    path.write_bytes(bytes(data))
+    assert is_complete(path) is False
+
+
+def test_wav_with_streaming_placeholder_sizes_is_unknown(tmp_path):
+    path = write_wav(tmp_path / "stream.wav", 0.2)
+    data = bytearray(path.read_bytes())
+    data[4:8] = b"\xff\xff\xff\xff"  # RIFF size not known while streaming
+    path.write_bytes(bytes(data))
+    assert is_complete(path) is None
+
+
+@pytest.mark.parametrize("name", ["tagged.m4a", "tagged.flac"])
+def test_self_describing_fixtures_complete_and_truncated(tmp_path, name):
+    whole = shutil.copy(FIXTURES / name, tmp_path / name)
+    assert is_complete(Path(whole)) is True
+    for keep in (0.02, 0.3, 0.7, 0.99):
+        cut = truncated_copy(FIXTURES / name, tmp_path / f"{keep}-{name}", keep)
+        assert is_complete(cut) is False, f"{name} cut to {keep:.0%}"
+
+
+def test_flac_with_trailing_id3v1_tag_is_complete(tmp_path):
+    path = tmp_path / "tagged.flac"
+    path.write_bytes((FIXTURES / "tagged.flac").read_bytes() + b"TAG" + b"\0" * 125)
+    assert is_complete(path) is True
+
+
+def test_m4a_with_its_index_still_missing(tmp_path):
+    # Writers put `moov` after the audio: until it lands the boxes tile the file but no index exists.
+    data = (FIXTURES / "tagged.m4a").read_bytes()
+    moov_at = data.index(b"moov") - 4
+    assert moov_at > data.index(b"mdat")
+    path = tmp_path / "partial.m4a"
+    path.write_bytes(data[:moov_at])
+    assert is_complete(path) is False
+
+
+@pytest.mark.parametrize("name", ["tagged.mp3", "tagged.ogg"])
+def test_formats_without_a_stated_length_are_unknown(tmp_path, name):
+    assert is_complete(FIXTURES / name) is None
+    assert is_complete(truncated_copy(FIXTURES / name, tmp_path / name, 0.5)) is None
