@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import __version__
 from .config import ApiConfig
@@ -34,6 +34,8 @@ from .errors import (
 )
 from .media_schema import CreateRequest, UpdateRequest
 from .models import Cost, Media, MediaPage, RateLimit
+
+M = TypeVar("M", bound=BaseModel)
 
 READ_SIZE = 1024 * 1024
 MAX_PAGE_SIZE = 100
@@ -162,7 +164,7 @@ class StreamClient:
     def create_media(self, request: CreateRequest) -> Media:
         """``POST /media/create``; the new media, status ``new``."""
         data = self._call("POST", "/media/create", json=request.body())
-        return self._parse(Media, data, "POST", "/media/create")
+        return _parse(Media, data, "POST", "/media/create")
 
     def list_media(
         self,
@@ -190,10 +192,7 @@ class StreamClient:
         if items is None:
             items = data.get("media")
         items = items or []
-        try:
-            media = [Media.model_validate(item) for item in items]
-        except ValidationError as exc:
-            _unexpected("POST", "/media", str(exc))
+        media = [_parse(Media, item, "POST", "/media") for item in items]
         total = data.get("total")
         return MediaPage(items=media, total=total if isinstance(total, int) else offset + len(media))
 
@@ -220,13 +219,13 @@ class StreamClient:
 
     def get_media(self, media_id: str) -> Media:
         path = _media_path(media_id)
-        return self._parse(Media, self._call("GET", path), "GET", path)
+        return _parse(Media, self._call("GET", path), "GET", path)
 
     def media_cost(self, qualities: list[str], duration: float) -> Cost:
         """``GET /media/cost``: the estimated transcode price in USD, and whether the balance covers it."""
         params = {"qualities": ",".join(qualities), "type": "audio", "duration": _number(duration)}
         data = self._call("GET", "/media/cost", params=params)
-        return self._parse(Cost, data, "GET", "/media/cost")
+        return _parse(Cost, data, "GET", "/media/cost")
 
     def upload_part(self, media_id: str, part: Part, *, on_progress: Callable[[int], None] | None = None) -> str:
         """``POST /media/{id}/part``; returns the part's MD5 (lowercase hex).
@@ -242,7 +241,11 @@ class StreamClient:
             "Content-Length": str(body.content_length),
             "Content-Range": part.content_range,
         }
-        self._call("POST", path, content=body.stream(), headers=headers)
+        stream = body.stream()
+        try:
+            self._call("POST", path, content=stream, headers=headers)
+        finally:
+            stream.close()  # a server may answer before reading everything; release the file now
         return body.md5
 
     def complete_upload(self, media_id: str) -> None:
@@ -280,12 +283,6 @@ class StreamClient:
             _unexpected(method, path, f"answer is not JSON ({response.headers.get('content-type', 'no content type')})")
         return payload.get("data") if isinstance(payload, dict) else None
 
-    @staticmethod
-    def _parse(model: Any, data: Any, method: str, path: str) -> Any:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            _unexpected(method, path, str(exc))
 
 
 class _PartBody:
@@ -344,6 +341,13 @@ def _disposition(name: str, filename: str | None = None) -> bytes:
     return header.encode() + b"\r\n"
 
 
+def _parse(model: type[M], data: Any, method: str, path: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        _unexpected(method, path, str(exc))
+
+
 def _media_path(media_id: str) -> str:
     if not media_id:
         raise ValueError("media id is empty")
@@ -365,7 +369,7 @@ def _error_for(response: httpx.Response, method: str, path: str) -> APIError:
     if code == 429:
         return RateLimitedError(message, retry_after=_retry_after(response.headers), **where)
     if code >= 500 or code == 408:
-        return ServerError(message, retry_after=_retry_after(response.headers), **where)
+        return ServerError(message, retry_after=_positive(_seconds(response.headers.get("retry-after"))), **where)
     if code in (401, 403):
         return AuthError(message, **where)
     if code == 404:
@@ -396,8 +400,16 @@ def _rate_limit(headers: httpx.Headers) -> RateLimit | None:
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
-    seconds = _seconds(headers.get("x-ratelimit-retry-after"))
-    return seconds if seconds is not None else _seconds(headers.get("retry-after"))
+    """The wait a 429 asks for; a zero says nothing, so the caller's own backoff applies."""
+    for name in ("x-ratelimit-retry-after", "retry-after"):
+        seconds = _positive(_seconds(headers.get(name)))
+        if seconds is not None:
+            return seconds
+    return None
+
+
+def _positive(seconds: float | None) -> float | None:
+    return seconds if seconds else None
 
 
 def _int(value: str | None) -> int | None:
