@@ -277,12 +277,13 @@ class StreamClient:
             self.rate_limit = rate_limit
         if not response.is_success:
             raise _error_for(response, method, path)
+        if not response.content:
+            return None  # a 204 carries nothing, and needs nothing
         try:
             payload = response.json()
         except ValueError:
             _unexpected(method, path, f"answer is not JSON ({response.headers.get('content-type', 'no content type')})")
         return payload.get("data") if isinstance(payload, dict) else None
-
 
 
 class _PartBody:

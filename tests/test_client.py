@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ingestd import __version__
 from ingestd.client import Part, StreamClient, plan_parts
 from ingestd.config import ApiConfig
 from ingestd.emulator import Account, Emulator, Faults
@@ -426,6 +427,8 @@ def _media_json(media_id: str = "m1", **fields) -> dict:
 
 def test_items_listed_under_media_and_a_200_on_create_are_accepted():
     def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["user-agent"] == f"ingestd/{__version__}"
+        assert request.headers["authorization"] == f"Bearer {TOKEN}"
         if request.url.path == "/api/media/create":
             return httpx.Response(200, json={"status": "success", "data": _media_json("m9")})
         sent = json.loads(request.content)
@@ -466,4 +469,11 @@ def test_statuses_map_onto_error_classes(status: int, error_class: type):
 def test_a_2xx_that_is_not_json_is_a_server_error():
     with _mock_client(lambda request: httpx.Response(200, text="maintenance")) as client:
         with pytest.raises(ServerError, match="not JSON"):
+            client.get_media("m1")
+
+
+def test_an_empty_2xx_is_fine_where_no_data_is_expected():
+    with _mock_client(lambda request: httpx.Response(204)) as client:
+        client.delete_media("m1")
+        with pytest.raises(ServerError, match="unexpected answer"):
             client.get_media("m1")
