@@ -294,8 +294,8 @@ class _Document:
         self.environ = environ
         self.lines: dict[str, int] = {}
         self.problems: list[ConfigProblem] = []
-        # Keys whose value could not be interpolated: their follow-on validation errors are noise.
-        self.unset: set[str] = set()
+        # Keys whose value is already reported as unreadable: their follow-on validation errors are noise.
+        self.unreadable: set[str] = set()
         self._loader: yaml.SafeLoader | None = None
 
     def read(self, text: str) -> dict[str, Any]:
@@ -306,8 +306,10 @@ class _Document:
             raise ConfigError([self._syntax_problem(exc)]) from None
         except yaml.YAMLError as exc:
             raise ConfigError([ConfigProblem(self.file, None, "(yaml)", str(exc))]) from None
+        if root is None:
+            raise ConfigError([ConfigProblem(self.file, None, "", "the config file is empty")])
         if not isinstance(root, MappingNode):
-            line = root.start_mark.line + 1 if root is not None else None
+            line = root.start_mark.line + 1
             raise ConfigError([ConfigProblem(self.file, line, "", "the config must be a mapping of keys (api:, folders:, ...)")])
         try:
             return self._value(root, "")
@@ -324,19 +326,23 @@ class _Document:
     def _add(self, node: Node, key: str, message: str) -> None:
         self.problems.append(ConfigProblem(self.file, node.start_mark.line + 1, key, message))
 
+    def _unreadable(self, node: Node, key: str, message: str) -> None:
+        self._add(node, key, message)
+        self.unreadable.add(key)
+
     def _value(self, node: Node, path: str) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
         if isinstance(node, SequenceNode):
             if node.tag != _SEQ_TAG:
-                self._add(node, path, f"unsupported YAML tag {node.tag}")
+                self._unreadable(node, path, f"unsupported YAML tag {node.tag}")
             return [self._value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
         return self._scalar(node, path)
 
     def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
         if node.tag != _MAP_TAG:
-            self._add(node, path, f"unsupported YAML tag {node.tag}")
+            self._unreadable(node, path, f"unsupported YAML tag {node.tag}")
         # `<<: *anchor` supplies keys the mapping does not set itself, so it is read first.
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -374,7 +380,7 @@ class _Document:
         try:
             return self._loader.construct_object(node)
         except yaml.YAMLError as exc:
-            self._add(node, path, str(getattr(exc, "problem", None) or exc))
+            self._unreadable(node, path, str(getattr(exc, "problem", None) or exc))
             return None
 
     def _interpolate(self, node: ScalarNode, path: str) -> str:
@@ -383,7 +389,7 @@ class _Document:
                 return "${"
             name = match.group("name")
             if name is None:
-                self._add(node, path, "malformed ${...}: write ${NAME} or ${NAME:-default}, or $${ for a literal ${")
+                self._unreadable(node, path, "malformed ${...}: write ${NAME} or ${NAME:-default}, or $${ for a literal ${")
                 return match.group(0)
             value = self.environ.get(name)
             if value:
@@ -391,8 +397,7 @@ class _Document:
             if match.group("default") is not None:
                 return match.group("default")
             state = "is empty" if value == "" else "is not set"
-            self._add(node, path, f"environment variable {name} {state}")
-            self.unset.add(path)
+            self._unreadable(node, path, f"environment variable {name} {state}")
             return ""
 
         return _VARIABLE.sub(substitute, node.value)
@@ -416,14 +421,16 @@ class _Document:
         for item in error.errors():
             loc = _data_loc(item["loc"], data, keep_last=item["type"] == "missing")
             key = field_path(loc)
-            if any(_within(unset, key) for unset in self.unset):
-                continue  # already reported as an unset variable
+            if any(_within(unreadable, key) for unreadable in self.unreadable):
+                continue  # the value itself is already reported
             if item["type"] == "missing":
                 message = "required key is missing"
             elif item["type"] == "extra_forbidden":
                 message = "unknown key" + _suggestion(str(loc[-1]), _known_keys(loc[:-1]))
             else:
                 message = item["msg"].removeprefix("Value error, ")
+                if item["type"] == "literal_error" and isinstance(item["input"], (int, float)) and f"'{item['input']}'" in message:
+                    message += f' (write it quoted: "{item["input"]}")'
             problems.append(self.problem(key, message))
         return problems
 
@@ -557,11 +564,12 @@ def _folder_clashes(folders: list[Any]) -> Iterator[tuple[str, str]]:
     # Compared with symlinks resolved, so an alias of a watched folder is still caught.
     watched = [(i, Path(os.path.realpath(f["path"]))) for i, f in enumerate(folders) if isinstance(_dict(f).get("path"), str)]
     for i, path in watched:
-        for j, other in watched:
-            if j < i and path == other:
-                yield f"folders[{i}].path", f"the same folder is already watched by folders[{j}]"
-            elif j != i and path != other and path.is_relative_to(other):
-                yield f"folders[{i}].path", f"lies inside folders[{j}].path ({other}); watched folders must not nest"
+        same = next((j for j, other in watched if j < i and other == path), None)
+        outer = next(((j, other) for j, other in watched if other != path and path.is_relative_to(other)), None)
+        if same is not None:
+            yield f"folders[{i}].path", f"the same folder is already watched by folders[{same}]"
+        elif outer is not None:
+            yield f"folders[{i}].path", f"lies inside folders[{outer[0]}].path ({outer[1]}); watched folders must not nest"
     for i, folder in enumerate(folders):
         for key in ("done_dir", "failed_dir"):
             value = _dict(folder).get(key)
