@@ -1,0 +1,403 @@
+"""The ``ingestd`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from . import queue as q
+from .client import StreamClient
+from .config import Config, load_config
+from .errors import APIError, ConfigError, IngestdError, RenderError
+from .media_schema import UpdateRequest
+
+EX_OK, EX_FAILURE, EX_USAGE, EX_CONFIG = 0, 1, 2, 78
+
+
+class CommandError(IngestdError):
+    """A command could not do what was asked; the message says why."""
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path = args.config or os.environ.get("INGESTD_CONFIG")
+    if not path:
+        raise CommandError("no config file: pass --config FILE or set INGESTD_CONFIG")
+    return Path(path)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+def _when(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "-"
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _client(config: Config) -> StreamClient:
+    return StreamClient.from_config(config.api)
+
+
+def _queue(config: Config) -> q.JobQueue:
+    return q.JobQueue(q.queue_path(config.state_dir))
+
+
+def _job(queue: q.JobQueue, ident: str) -> q.Job:
+    job = queue.find(ident)
+    if job is None:
+        raise CommandError(f"no job matches {ident!r} (give the id or a unique prefix; see `ingestd jobs list`)")
+    return job
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .service import run
+
+    return run(_config_path(args))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(f"{_config_path(args)}: OK ({len(config.folders)} folder(s), {len(config.rules)} rule(s), {len(config.presets)} preset(s))")
+    return EX_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _load(args)
+    queue = _queue(config)
+    counts = queue.counts()
+    held = [{"id": j.id, "path": j.path, "reason": j.held_reason} for j in queue.list(states=(q.HELD,), limit=20)]
+    data = {"counts": counts, "oldest_queued_at": queue.oldest_queued_at(), "last_success_at": queue.last_success_at(), "held": held}
+    if args.json:
+        _print_json(data)
+        return EX_OK
+    print(_table([[state, str(n)] for state, n in counts.items()], ["state", "jobs"]))
+    print(f"\nlast success: {_when(data['last_success_at'])}   oldest queued: {_when(data['oldest_queued_at'])}")
+    for item in held:
+        print(f"held {item['id'][:12]}  {item['path']}\n     {item['reason']}")
+    return EX_OK
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    queue = _queue(_load(args))
+    jobs = queue.list(states=tuple(args.state) if args.state else None, limit=args.limit)
+    if args.json:
+        _print_json([job.as_dict() for job in jobs])
+        return EX_OK
+    rows = [[j.id[:12], j.state, j.stage, j.media_id or "-", _when(j.updated_at), j.relpath] for j in jobs]
+    print(_table(rows, ["id", "state", "stage", "media", "updated", "file"]) if rows else "no jobs")
+    return EX_OK
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    queue = _queue(_load(args))
+    job = _job(queue, args.id)
+    data = job.as_dict() | {"events": queue.events(job.id)}
+    if args.json:
+        _print_json(data)
+        return EX_OK
+    for key in ("id", "state", "stage", "path", "rule", "media_id", "media_status", "attempts", "held_reason", "error", "final_path"):
+        if data.get(key) not in (None, ""):
+            print(f"{key:>13}: {data[key]}")
+    print(f"{'parts acked':>13}: {len(job.acked_parts)}   bytes sent: {job.bytes_sent} of {job.size}")
+    print("\nhistory:")
+    for event in data["events"]:
+        detail = json.dumps(event["detail"], ensure_ascii=False) if event["detail"] else ""
+        print(f"  {_when(event['at'])}  {event['event']}  {detail}")
+    return EX_OK
+
+
+def cmd_jobs_retry(args: argparse.Namespace) -> int:
+    """Bring a failed or cancelled file back from the failed folder and queue it again."""
+    from .filing import ERROR_SUFFIX, FilingError, move
+
+    queue = _queue(_load(args))
+    job = _job(queue, args.id)
+    if job.state not in (q.FAILED, q.CANCELLED):
+        raise CommandError(f"job {job.id[:12]} is {job.state}; only failed or cancelled jobs can be retried")
+    source = Path(job.final_path) if job.final_path else Path(job.path)
+    if not source.exists():
+        raise CommandError(f"the file is no longer at {source}; drop it into the watched folder again instead")
+    try:
+        queue.requeue(job.id, path=job.path)
+    except Exception as exc:  # the live-path index refuses a second live job for the same file
+        raise CommandError(f"cannot retry: {exc}") from exc
+    if source != Path(job.path):
+        try:
+            move(source, Path(job.path))
+        except FilingError as exc:
+            queue.finish(job.id, job.state, error=str(exc))
+            raise CommandError(str(exc)) from exc
+        source.with_name(source.name + ERROR_SUFFIX).unlink(missing_ok=True)
+        st = os.stat(job.path)
+        queue.update(job.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+    print(f"job {job.id[:12]} queued again: {job.path}")
+    return EX_OK
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    config = _load(args)
+    queue = _queue(config)
+    job = _job(queue, args.id)
+    if job.state not in q.LIVE_STATES:
+        raise CommandError(f"job {job.id[:12]} is already {job.state}")
+    claimed = queue.claim_job(job.id, q.worker_id("cli-cancel"))
+    if claimed is None:
+        raise CommandError(f"job {job.id[:12]} is being worked on right now; try again in a few seconds")
+    with _client(config) as client:
+        Pipeline(config, queue, client).cancel(claimed)
+    print(f"job {job.id[:12]} cancelled; the file is in {queue.get(job.id).final_path or 'place'}")
+    return EX_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .rules import explain, format_explanation
+
+    config = _load(args)
+    try:
+        data = explain(config, Path(args.path).absolute())
+    except RenderError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.json:
+        _print_json(data)
+    else:
+        print(format_explanation(data))
+    return EX_OK
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from .oneshot import upload_one
+
+    return upload_one(_load(args), Path(args.file), rule=args.rule)
+
+
+def _meta(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--meta takes KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _media_rows(items) -> str:
+    rows = [[m.id, m.status or "-", f"{m.duration:.1f}" if m.duration else "-", str(m.size or "-"), m.title or ""] for m in items]
+    return _table(rows, ["id", "status", "seconds", "bytes", "title"]) if rows else "no media"
+
+
+def cmd_media_list(args: argparse.Namespace) -> int:
+    config = _load(args)
+    filters = dict(search=args.search, status=args.status, tags=args.tag, metadata=_meta(args.meta),
+                   sort_by=args.sort_by, order_by=args.order)
+    with _client(config) as client:
+        if args.all:
+            items = list(client.iter_media(**filters))
+            total = len(items)
+        else:
+            page = client.list_media(offset=args.offset, limit=args.limit, **filters)
+            items, total = page.items, page.total
+    if args.json:
+        _print_json([m.model_dump(mode="json", exclude_none=True) for m in items])
+        return EX_OK
+    print(_media_rows(items))
+    if not args.all and total > len(items):
+        print(f"({len(items)} of {total}; --all lists every page)")
+    return EX_OK
+
+
+def cmd_media_get(args: argparse.Namespace) -> int:
+    with _client(_load(args)) as client:
+        media = client.get_media(args.id)
+    if args.json:
+        _print_json(media.model_dump(mode="json", exclude_none=True))
+        return EX_OK
+    print(_media_rows([media]))
+    for key, value in (media.assets.model_dump(exclude_none=True) if media.assets else {}).items():
+        if not key.endswith("iframe"):
+            print(f"{key:>16}: {value}")
+    return EX_OK
+
+
+def cmd_media_cost(args: argparse.Namespace) -> int:
+    qualities = [s.strip() for s in args.qualities.split(",") if s.strip()]
+    with _client(_load(args)) as client:
+        cost = client.media_cost(qualities, args.duration)
+    if args.json:
+        _print_json({"price": cost.price, "is_enough": cost.is_enough})
+    else:
+        print(f"price: ${cost.price:.4f}  ({'the balance covers it' if cost.is_enough else 'NOT covered by the balance'})")
+    return EX_OK
+
+
+def cmd_media_update(args: argparse.Namespace) -> int:
+    meta = _meta(args.meta)
+    update = UpdateRequest.model_validate({k: v for k, v in {
+        "title": args.title, "description": args.description, "tags": args.tag,
+        "metadata": [{"key": k, "value": v} for k, v in meta.items()] if meta else None,
+        "is_public": args.public, "player_theme_id": args.player_theme_id,
+    }.items() if v is not None})
+    if not update.body():
+        raise CommandError("nothing to update: give at least one of --title, --description, --tag, --meta, --public/--private, --player-theme-id")
+    with _client(_load(args)) as client:
+        client.update_media(args.id, update)
+    print(f"updated {args.id}")
+    return EX_OK
+
+
+def cmd_media_delete(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise CommandError("deleting a media cannot be undone: add --yes to confirm")
+    with _client(_load(args)) as client:
+        client.delete_media(args.id)
+    print(f"deleted {args.id}")
+    return EX_OK
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from .emulator import cli as emulator_cli
+
+    return emulator_cli.run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+# -- parser ------------------------------------------------------------------
+
+
+def _with_config(parser: argparse.ArgumentParser, json_flag: bool = False) -> argparse.ArgumentParser:
+    parser.add_argument("--config", "-c", metavar="FILE", help="config file (default: $INGESTD_CONFIG)")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ingestd",
+        description="Watch folders for finished audio files and publish them to the AIOZ Stream media API.",
+        epilog="Exit codes: 0 success, 1 failure, 2 usage error, 78 invalid config.",
+    )
+    parser.add_argument("--version", action="version", version=f"ingestd {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, *, json_flag=False, config=True, parent=commands):
+        sub = parent.add_parser(name, help=help, description=help)
+        if config:
+            _with_config(sub, json_flag)
+        sub.set_defaults(func=func)
+        return sub
+
+    add("run", cmd_run, "run the daemon in the foreground (SIGTERM/SIGINT stop it, SIGHUP reloads the config)")
+    add("check-config", cmd_check_config, "validate the config file; exit 78 with FILE:LINE: key: message per problem")
+    add("status", cmd_status, "counts of jobs per state, held jobs and why", json_flag=True)
+
+    jobs = commands.add_parser("jobs", help="list, inspect, retry or cancel jobs").add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    sub = add("list", cmd_jobs_list, "recent jobs, newest first", json_flag=True, parent=jobs)
+    sub.add_argument("--state", action="append", choices=q.ALL_STATES, help="only jobs in this state (repeatable)")
+    sub.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    add("show", cmd_jobs_show, "one job with its history", json_flag=True, parent=jobs).add_argument("id", help="job id or unique prefix")
+    add("retry", cmd_jobs_retry, "move a failed file back from the failed folder and queue it again", parent=jobs).add_argument("id")
+    add("cancel", cmd_jobs_cancel, "stop a queued or held job: delete its media, move the file to the failed folder", parent=jobs).add_argument("id")
+
+    sub = add("explain", cmd_explain, "which rule matches a file and the exact create request it would send", json_flag=True)
+    sub.add_argument("path", help="an audio file inside a watched folder")
+
+    sub = add("upload", cmd_upload, "upload one file now with a progress bar; exit 0 once its media is transcoded")
+    sub.add_argument("file")
+    sub.add_argument("--rule", help="use this rule instead of matching one")
+
+    media = commands.add_parser("media", help="the media API from the shell").add_subparsers(dest="media_command", metavar="ACTION", required=True)
+    sub = add("list", cmd_media_list, "list and search media", json_flag=True, parent=media)
+    sub.add_argument("--search", help="words in the title or description")
+    sub.add_argument("--status", choices=("new", "transcoding", "done", "fail", "deleted"))
+    sub.add_argument("--tag", action="append", help="only media with this tag (repeatable; all must match)")
+    sub.add_argument("--meta", action="append", metavar="KEY=VALUE", help="only media with this metadata item (repeatable)")
+    sub.add_argument("--sort-by", choices=("created_at", "updated_at", "title", "size"))
+    sub.add_argument("--order", choices=("asc", "desc"))
+    sub.add_argument("--limit", type=int, default=25, help="page size, 1-100 (default 25)")
+    sub.add_argument("--offset", type=int, default=0)
+    sub.add_argument("--all", action="store_true", help="page through every match")
+    add("get", cmd_media_get, "one media with its asset URLs", json_flag=True, parent=media).add_argument("id")
+    sub = add("cost", cmd_media_cost, "what transcoding would cost", json_flag=True, parent=media)
+    sub.add_argument("--duration", type=float, required=True, help="seconds of audio")
+    sub.add_argument("--qualities", required=True, help="comma-separated presets, e.g. standard,highest")
+    sub = add("update", cmd_media_update, "change a media's title, description, tags, metadata or visibility", parent=media)
+    sub.add_argument("id")
+    sub.add_argument("--title")
+    sub.add_argument("--description")
+    sub.add_argument("--tag", action="append", help="replaces the tags (repeatable)")
+    sub.add_argument("--meta", action="append", metavar="KEY=VALUE", help="replaces the metadata (repeatable)")
+    visibility = sub.add_mutually_exclusive_group()
+    visibility.add_argument("--public", dest="public", action="store_true", default=None)
+    visibility.add_argument("--private", dest="public", action="store_false")
+    sub.add_argument("--player-theme-id")
+    sub = add("delete", cmd_media_delete, "delete a media (cannot be undone)", parent=media)
+    sub.add_argument("id")
+    sub.add_argument("--yes", action="store_true", help="confirm the deletion")
+
+    from .emulator import cli as emulator_cli
+
+    sub = add("emulator", cmd_emulator, "serve the local stand-in for the media API", config=False)
+    emulator_cli.add_arguments(sub)
+    sub = add("demo", cmd_demo, "run the emulator and the daemon on a temporary folder, end to end", config=False)
+    sub.add_argument("--keep", action="store_true", help="keep the temporary folder afterwards")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    except CommandError as exc:
+        print(f"ingestd: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    except APIError as exc:
+        print(f"ingestd: the API said: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error worth a traceback.
+        sys.stderr.close()
+        return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

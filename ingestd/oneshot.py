@@ -1,0 +1,106 @@
+"""``ingestd upload FILE``: the daemon's pipeline for one file, in the foreground, with a progress bar."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import queue as q
+from .client import StreamClient
+from .config import Config, RuleMatch
+from .errors import IngestdError
+from .pipeline import Pipeline
+
+
+class ProgressBar:
+    """Bytes, rate and ETA on one line of stderr, then the transcoding state."""
+
+    def __init__(self, stream=sys.stderr, width: int = 30):
+        self.stream = stream
+        self.width = width
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+
+    def bytes(self, job_id: str, sent: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last_draw < 0.1 and sent < total:
+            return
+        self.last_draw = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = sent / elapsed
+        eta = (total - sent) / rate if rate > 0 else 0
+        filled = int(self.width * sent / total) if total else self.width
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {_human(sent)}/{_human(total)}"
+                          f"  {_human(rate)}/s  ETA {eta:4.0f}s ")
+        self.stream.flush()
+
+    def state(self, text: str) -> None:
+        self.stream.write(f"\r{text:<70}\n")
+        self.stream.flush()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1024
+    return f"{n:.1f}GiB"
+
+
+def _config_for_rule(config: Config, rule_name: str | None) -> Config:
+    if rule_name is None:
+        return config
+    rule = config.rule(rule_name)
+    if rule is None:
+        raise IngestdError(f"no rule named {rule_name!r} (rules: {', '.join(r.name for r in config.rules) or 'none'})")
+    return config.model_copy(update={"rules": [rule.model_copy(update={"match": RuleMatch()})]})
+
+
+def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
+    path = file.absolute()
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError as exc:
+        print(f"ingestd: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    config = _config_for_rule(config, rule)
+    folder = config.folder_for(path)
+    root = folder.path if folder else path.parent
+    queue = q.JobQueue(q.queue_path(config.state_dir))
+    owner = q.worker_id("upload")
+    job = queue.live_job_for(str(path)) or queue.enqueue(
+        path=str(path), root=str(root), relpath=str(path.relative_to(root)), size=st.st_size,
+        mtime_ns=st.st_mtime_ns, inode=st.st_ino,
+    )
+    bar = ProgressBar()
+    last_status = None
+    with StreamClient.from_config(config.api) as client:
+        pipeline = Pipeline(config, queue, client, on_progress=bar.bytes, move_files=folder is not None)
+        while True:
+            claimed = queue.claim_job(job.id, owner)
+            if claimed is None:
+                job = queue.get(job.id)
+                if job.state in q.FINAL_STATES:
+                    break
+                time.sleep(0.5)  # the daemon holds this job's lease; let it finish its step
+                continue
+            pipeline.run(claimed, owner)
+            job = queue.get(job.id)
+            if job.state in q.FINAL_STATES or job.state == q.HELD:
+                break
+            if job.media_status and job.media_status != last_status:
+                last_status = job.media_status
+                bar.state(f"media {job.media_id}: {job.media_status}")
+            time.sleep(max(0.0, min(job.next_attempt_at - time.time(), 5.0)))
+    if job.state == q.DONE:
+        media = job.media_body or {}
+        bar.state(f"done: media {job.media_id} ({media.get('title', '')})")
+        for key in ("hls_url", "dash_url", "hls_player_url"):
+            if (media.get("assets") or {}).get(key):
+                print(f"{key}: {media['assets'][key]}")
+        return 0
+    reason = job.held_reason if job.state == q.HELD else job.error
+    bar.state(f"{job.state}: {reason}")
+    return 1

@@ -1,0 +1,515 @@
+"""One job's way from a ready file to a published media, one recorded stage at a time.
+
+    prepare → create → upload → complete → transcode → publish → file
+
+Each stage is idempotent against the server's state and is written to the
+queue before the next begins, so running a job again after a crash, at any
+point, continues it: a lost create answer is recovered by listing media with
+the job's ``ingestd_job`` metadata, acknowledged parts are not sent again, and a
+repeated complete is settled by reading the media's status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import crashpoints, filing, queue as q
+from .client import Part, StreamClient, plan_parts
+from .config import Config, FolderConfig
+from .errors import APIError, AuthError, NotFoundError, RejectedError, RenderError, SourceChangedError, TransientError
+from .media_schema import CreateRequest, UpdateRequest
+from .probe import ProbeError, probe
+from .rules import render
+from .sidecar import SidecarError, find_sidecar, load_sidecar
+
+log = structlog.get_logger("ingestd.pipeline")
+
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 600.0
+FILING_RETRY = 60.0
+BUDGET_RECHECK = 600.0
+POLL_CAP = 300.0
+PART_SEND_TRIES = 3
+
+
+class JobFailed(Exception):
+    """This job cannot succeed as it stands; ``reason`` says why in words a person can act on."""
+
+    def __init__(self, reason: str, *, hint: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+
+class JobHeld(Exception):
+    def __init__(self, reason: str, recheck_after: float | None):
+        super().__init__(reason)
+        self.reason = reason
+        self.recheck_after = recheck_after
+
+
+class _Reschedule(Exception):
+    """Not an error: the job has nothing to do until ``delay`` has passed (e.g. between status polls)."""
+
+    def __init__(self, delay: float, event: str):
+        self.delay = delay
+        self.event = event
+
+
+class Breaker:
+    """Opens after consecutive transient failures across all jobs, so an API outage doesn't burn every job's attempts."""
+
+    def __init__(self, threshold: int = 5, cooldown: float = 30.0, max_cooldown: float = 600.0):
+        self.threshold = threshold
+        self.base_cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._open_until = 0.0
+        self._cooldown = cooldown
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def seconds_left(self) -> float:
+        return max(0.0, self._open_until - time.monotonic())
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._cooldown = self.base_cooldown
+            self._open_until = 0.0
+
+    def failure(self) -> bool:
+        """Count a transient failure; True when the breaker is (now) open."""
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.threshold and time.monotonic() >= self._open_until:
+                self._open_until = time.monotonic() + self._cooldown
+                self._cooldown = min(self._cooldown * 2, self.max_cooldown)
+                log.warning("api_unreachable_pausing", consecutive_failures=self._failures, pause_seconds=round(self.seconds_left()))
+            return self._failures >= self.threshold
+
+
+@dataclass
+class Progress:
+    """Live byte counts of uploads in flight, for the status page and the progress bar."""
+
+    total: int
+    sent: int = 0
+
+
+class Pipeline:
+    def __init__(self, config: Config, queue: q.JobQueue, client: StreamClient, *, breaker: Breaker | None = None,
+                 on_progress: Callable[[str, int, int], None] | None = None, rng: random.Random | None = None,
+                 stopping: threading.Event | None = None, move_files: bool = True):
+        self.config = config
+        self.queue = queue
+        self.client = client
+        self.breaker = breaker or Breaker()
+        self.on_progress = on_progress
+        self.rng = rng or random.Random()
+        # Set when the daemon stops: parts in flight finish, no new part starts.
+        self.stopping = stopping or threading.Event()
+        # False for one-shot uploads of files outside the watched folders: those stay where they are.
+        self.move_files = move_files
+
+    # -- entry point -------------------------------------------------------
+
+    def run(self, job: q.Job, owner: str) -> None:
+        """Run a claimed job as far as it can go now. Every outcome is recorded in the queue."""
+        bound = log.bind(job_id=job.id, path=job.path, attempt=job.attempts)
+        steps = {
+            q.PREPARE: self._prepare, q.CREATE: self._create, q.UPLOAD: self._upload, q.COMPLETE: self._complete,
+            q.TRANSCODE: self._transcode, q.PUBLISH: self._publish, q.FILE: self._file,
+        }
+        try:
+            while job.state == q.RUNNING:
+                bound = bound.bind(stage=job.stage, media_id=job.media_id)
+                steps[job.stage](job, owner, bound)
+                job = self.queue.get(job.id)
+        except _Stop:
+            pass
+        except _Reschedule as wait:
+            self.queue.release(job.id, delay=wait.delay, refund_attempt=True, event=wait.event)
+        except JobHeld as held:
+            bound.warning("job_held", reason=held.reason)
+            self.queue.hold(job.id, held.reason, recheck_after=held.recheck_after)
+        except JobFailed as failed:
+            self._fail(self.queue.get(job.id), failed, bound)
+        except AuthError as exc:
+            bound.error("credentials_rejected", status=exc.status_code, message=exc.message)
+            self.queue.hold(job.id, f"auth: the API rejected the credentials ({exc.status_code}: {exc.message}); fix api.token or the key pair, then reload")
+        except TransientError as exc:
+            self._retry_later(self.queue.get(job.id), exc, bound)
+        except RejectedError as exc:
+            self._fail(self.queue.get(job.id), JobFailed(f"the API refused {exc.method} {exc.path}: {exc.message}"), bound)
+        except filing.FilingError as exc:
+            bound.error("filing_failed", error=str(exc))
+            self.queue.release(job.id, delay=FILING_RETRY, error=str(exc), refund_attempt=True, event="filing_blocked")
+
+    # -- stages ------------------------------------------------------------
+
+    def _prepare(self, job: q.Job, owner: str, bound) -> None:
+        path = Path(job.path)
+        folder = self._folder(job)
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            self.queue.finish(job.id, q.FAILED, error="the file disappeared before it could be uploaded")
+            bound.warning("file_vanished")
+            raise _Stop from None
+        except OSError as exc:
+            raise JobFailed(f"cannot read the file: {exc.strerror}") from exc
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (job.size, job.mtime_ns, job.inode):
+            # Written to again after it looked settled: wait for it to settle anew.
+            self.queue.update(job.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, event="file_changed")
+            raise _Reschedule(self._settle(job), "waiting_for_file_to_settle")
+        if st.st_size == 0:
+            raise JobFailed("the file is empty (0 bytes)", hint="export or copy the file again")
+        max_size = self.config.upload.max_file_size
+        if st.st_size > max_size:
+            raise JobFailed(f"the file is {st.st_size} bytes, more than the {max_size} bytes the API accepts")
+        try:
+            audio = probe(path)
+        except ProbeError as exc:
+            raise JobFailed(str(exc), hint="check that the file plays, then drop it again") from exc
+        except PermissionError as exc:
+            raise JobFailed(f"cannot read the file: {exc.strerror}", hint="give the ingestd user read access") from exc
+        sidecar_path = Path(job.sidecar) if job.sidecar else (find_sidecar(path) if folder is None or folder.sidecar != "off" else None)
+        sidecar = None
+        if sidecar_path is not None:
+            try:
+                sidecar = load_sidecar(sidecar_path)
+            except SidecarError as exc:
+                raise JobFailed(str(exc), hint="fix the sidecar and drop both files again") from exc
+        try:
+            rendered = render(self.config, path, Path(job.root), job_id=job.id, audio=audio, sidecar=sidecar)
+        except RenderError as exc:
+            if exc.rule is None and self.config.unmatched == "ignore":
+                self.queue.finish(job.id, q.SKIPPED, outcome="unmatched", error=str(exc))
+                bound.info("file_unmatched_ignored")
+                raise _Stop from None
+            raise JobFailed(str(exc)) from exc
+        fingerprint = _fingerprint(path) if self.config.duplicates == "skip" else None
+        self.queue.update(
+            job.id, sidecar=str(sidecar_path) if sidecar_path else None, rule=rendered.rule, request=rendered.request.body(),
+            publish_when_done=int(rendered.make_public_when_done), quality_names=rendered.quality_names,
+            duration=audio.duration, fingerprint=fingerprint, event="prepared", detail={"rule": rendered.rule},
+        )
+        if fingerprint:
+            earlier = self.queue.earlier_job_with_fingerprint(fingerprint, job.id)
+            if earlier is not None:
+                self._skip_duplicate(self.queue.get(job.id), earlier, bound)
+                raise _Stop
+        self._check_budget(rendered.quality_names, audio.duration, bound)
+        self.queue.update(job.id, stage=q.CREATE)
+
+    def _check_budget(self, qualities: list[str], duration: float | None, bound) -> None:
+        limit = self.config.upload.max_cost_usd
+        if not qualities or not duration:
+            return
+        try:
+            cost = self.client.media_cost(qualities, duration)
+        except RejectedError as exc:
+            if limit is None:
+                bound.warning("cost_unavailable", error=exc.message)
+                return
+            raise JobHeld(f"budget: the transcode price could not be checked ({exc.message})", BUDGET_RECHECK) from exc
+        if not cost.is_enough:
+            raise JobHeld(f"budget: the account balance does not cover the transcode price of ${cost.price:.2f}", BUDGET_RECHECK)
+        if limit is not None and cost.price > limit:
+            raise JobHeld(f"budget: transcoding costs ${cost.price:.2f}, more than upload.max_cost_usd (${limit:.2f})", BUDGET_RECHECK)
+        bound.info("cost_checked", price=cost.price)
+
+    def _create(self, job: q.Job, owner: str, bound) -> None:
+        if job.create_sent:
+            # A create may have reached the server although its answer was lost: find it before creating again.
+            found = self.client.find_by_metadata("ingestd_job", job.id)
+            if found:
+                keep, extra = found[0], found[1:]
+                for media in extra:
+                    self._delete_media(media.id, bound)
+                self.queue.update(job.id, media_id=keep.id, media_status=keep.status, stage=q.UPLOAD,
+                                  event="media_recovered", detail={"media_id": keep.id})
+                bound.info("media_recovered", media_id=keep.id)
+                return
+        request = CreateRequest.model_validate(job.request_body)
+        self.queue.update(job.id, create_sent=1)
+        crashpoints.reach("before_create")
+        media = self.client.create_media(request)
+        crashpoints.reach("after_create")
+        self.breaker.success()
+        self.queue.update(job.id, media_id=media.id, media_status=media.status, stage=q.UPLOAD,
+                          event="media_created", detail={"media_id": media.id})
+        bound.info("media_created", media_id=media.id, title=request.title)
+
+    def _upload(self, job: q.Job, owner: str, bound) -> None:
+        path = Path(job.path)
+        self._ensure_unchanged(job, bound)
+        upload = self.config.upload
+        plan = plan_parts(job.size, upload.chunk_size, upload.part_index_base)
+        todo = [Part(path, index, start, length, job.size) for index, start, length in plan if index not in job.acked_parts]
+        if todo:
+            progress = Progress(job.size, sent=sum(length for index, _, length in plan if index in job.acked_parts))
+            lock = threading.Lock()
+
+            def send(part: Part) -> None:
+                if self.stopping.is_set():
+                    raise _Reschedule(0.0, "checkpointed_for_shutdown")
+                def advance(n: int) -> None:
+                    crashpoints.reach("during_part")
+                    with lock:
+                        progress.sent += n
+                        sent = progress.sent
+                    if self.on_progress:
+                        self.on_progress(job.id, sent, job.size)
+
+                md5 = self._send_part(job, part, advance, bound)
+                crashpoints.reach("before_part_ack")
+                self.queue.ack_part(job.id, part.index, part.start, part.length, md5)
+                self.breaker.success()
+                self.queue.renew(job.id, owner)
+                bound.debug("part_acknowledged", part=part.index, parts=len(plan))
+                crashpoints.reach("between_parts")
+
+            if upload.parallel_parts > 1 and len(todo) > 1:
+                with ThreadPoolExecutor(max_workers=upload.parallel_parts, thread_name_prefix=f"part-{job.id[:8]}") as pool:
+                    for future in [pool.submit(send, part) for part in todo]:
+                        future.result()
+            else:
+                for part in todo:
+                    send(part)
+        self.queue.update(job.id, stage=q.COMPLETE, event="upload_finished", detail={"parts": len(plan)})
+
+    def _send_part(self, job: q.Job, part: Part, advance: Callable[[int], None], bound) -> str:
+        for attempt in range(1, PART_SEND_TRIES + 1):
+            try:
+                return self.client.upload_part(job.media_id, part, on_progress=advance)
+            except SourceChangedError:
+                self._ensure_unchanged(job, bound)
+                raise _Reschedule(self._settle(job), "waiting_for_file_to_settle") from None
+            except RejectedError as exc:
+                # A hash the server disagrees with means the bytes changed on the way: read and send again.
+                if "hash" not in exc.message.lower() or attempt == PART_SEND_TRIES:
+                    raise
+                bound.warning("part_hash_rejected", part=part.index, attempt=attempt)
+                self._ensure_unchanged(job, bound)
+        raise AssertionError("unreachable")
+
+    def _complete(self, job: q.Job, owner: str, bound) -> None:
+        crashpoints.reach("before_complete")
+        try:
+            self.client.complete_upload(job.media_id)
+        except NotFoundError:
+            raise JobFailed(f"media {job.media_id} vanished from the service before the upload was completed") from None
+        except RejectedError as exc:
+            media = self.client.get_media(job.media_id)
+            if media.status in ("new", None):
+                # The server is missing some parts: send the whole file again (re-sent parts replace old ones).
+                self.queue.forget_parts(job.id)
+                self.queue.update(job.id, stage=q.UPLOAD, event="complete_rejected", detail={"message": exc.message})
+                bound.warning("complete_rejected_resending", message=exc.message)
+                return
+            bound.info("complete_already_done", status=media.status)
+        crashpoints.reach("after_complete")
+        self.breaker.success()
+        self.queue.update(job.id, stage=q.TRANSCODE, transcode_started=time.time(), media_status="transcoding",
+                          event="upload_completed")
+
+    def _transcode(self, job: q.Job, owner: str, bound) -> None:
+        crashpoints.reach("during_polling")
+        media = self.client.get_media(job.media_id)
+        self.breaker.success()
+        media_json = media.model_dump(mode="json")
+        if media.status == "done":
+            self.queue.update(job.id, media_status="done", media=media_json, stage=q.PUBLISH, event="transcoded")
+            bound.info("media_transcoded", duration=media.duration)
+            return
+        if media.status == "fail":
+            self.queue.update(job.id, media_status="fail", media=media_json)
+            raise JobFailed("the service could not transcode this file (media status 'fail')",
+                            hint="check that the file plays and is a supported audio format")
+        elapsed = time.time() - (job.transcode_started or time.time())
+        if elapsed > self.config.upload.transcode_timeout:
+            raise JobFailed(f"transcoding did not finish within {self.config.upload.transcode_timeout:.0f}s (status {media.status!r})")
+        self.queue.update(job.id, media_status=media.status, media=media_json)
+        # Poll often at first, then less: a long transcode is checked about ten times per elapsed span.
+        interval = min(max(self.config.upload.poll_interval, elapsed / 10), POLL_CAP)
+        raise _Reschedule(interval, "polling")
+
+    def _publish(self, job: q.Job, owner: str, bound) -> None:
+        if job.publish_when_done:
+            self.client.update_media(job.media_id, UpdateRequest(is_public=True))
+            bound.info("media_published")
+        self.queue.update(job.id, stage=q.FILE, outcome=q.DONE, event="published" if job.publish_when_done else None)
+
+    def _file(self, job: q.Job, owner: str, bound) -> None:
+        crashpoints.reach("before_move")
+        failed = job.outcome in (q.FAILED, q.CANCELLED)
+        folder = self._folder(job)
+        if folder is None and not self.move_files:
+            self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome)
+            return
+        dest_dir = self._dest_dir(job, folder, failed)
+        target = Path(job.final_path) if job.final_path else filing.destination(dest_dir, job.relpath, job.id)
+        if not job.final_path:
+            self.queue.update(job.id, final_path=str(target))
+        report = self._error_report(job) if failed else self._done_report(job)
+        filing.file_away(source=Path(job.path), sidecar=Path(job.sidecar) if job.sidecar else None, target=target,
+                         report=report, failed=failed)
+        self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), final_path=str(target), outcome=job.outcome)
+        if failed:
+            bound.error("job_failed", reason=job.error, moved_to=str(target))
+        else:
+            bound.info("job_done", moved_to=str(target), media_id=job.media_id)
+
+    # -- outcomes ----------------------------------------------------------
+
+    def _fail(self, job: q.Job, failed: JobFailed, bound) -> None:
+        reason = failed.reason + (f" — {failed.hint}" if failed.hint else "")
+        bound.warning("job_failing", reason=reason)
+        if job.media_id and not self.config.keep_failed_media:
+            self._delete_media(job.media_id, bound)
+        self.queue.update(job.id, stage=q.FILE, outcome=q.FAILED, error=reason, event="failing", detail={"reason": reason})
+        try:
+            self._file(self.queue.get(job.id), "", bound)
+        except filing.FilingError as exc:
+            bound.error("filing_failed", error=str(exc))
+            self.queue.release(job.id, delay=FILING_RETRY, refund_attempt=True, event="filing_blocked")
+
+    def cancel(self, job: q.Job) -> None:
+        """Stop a claimed job for good: its media is deleted (unless kept) and the file goes to the failed folder."""
+        bound = log.bind(job_id=job.id, path=job.path)
+        if job.media_id and not self.config.keep_failed_media:
+            self._delete_media(job.media_id, bound)
+        self.queue.update(job.id, stage=q.FILE, outcome=q.CANCELLED, error="cancelled by the operator", event="cancelling")
+        self._file(self.queue.get(job.id), "", bound)
+
+    def _skip_duplicate(self, job: q.Job, earlier: q.Job, bound) -> None:
+        bound.info("duplicate_skipped", earlier_job=earlier.id, earlier_media_id=earlier.media_id)
+        self.queue.update(job.id, stage=q.FILE, outcome="duplicate", media_id=None,
+                          error=f"same content as job {earlier.id} (media {earlier.media_id or 'not created yet'}); not uploaded again")
+        self._file(self.queue.get(job.id), "", bound)
+
+    def _retry_later(self, job: q.Job, exc: TransientError, bound) -> None:
+        outage = self.breaker.failure()
+        if job.attempts >= self.config.upload.max_attempts and not outage:
+            self._fail(job, JobFailed(f"gave up after {job.attempts} attempts; last error: {exc}"), bound)
+            return
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(job.attempts - 1, 0)) * self.rng.uniform(0.5, 1.0)
+        if exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        if outage:
+            delay = max(delay, self.breaker.seconds_left())
+        bound.warning("transient_error", error=str(exc), retry_in=round(delay, 2), api_outage=outage)
+        self.queue.release(job.id, delay=delay, error=str(exc), refund_attempt=outage)
+
+    def _delete_media(self, media_id: str, bound) -> None:
+        try:
+            self.client.delete_media(media_id)
+            bound.info("media_deleted", media_id=media_id)
+        except NotFoundError:
+            pass
+        except APIError as exc:
+            bound.error("media_delete_failed", media_id=media_id, error=str(exc))
+
+    def _ensure_unchanged(self, job: q.Job, bound) -> None:
+        """A file written to after its upload began must not be published half old: start over on a fresh media."""
+        try:
+            st = os.stat(job.path, follow_symlinks=False)
+        except FileNotFoundError:
+            raise JobFailed("the file disappeared during its upload") from None
+        if (st.st_size, st.st_mtime_ns, st.st_ino) == (job.size, job.mtime_ns, job.inode):
+            return
+        bound.warning("file_changed_during_upload")
+        if job.media_id:
+            self._delete_media(job.media_id, bound)
+        self.queue.forget_parts(job.id)
+        self.queue.update(job.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, media_id=None, create_sent=0,
+                          stage=q.PREPARE, event="restarted_file_changed")
+        raise _Reschedule(self._settle(job), "waiting_for_file_to_settle")
+
+    # -- helpers -----------------------------------------------------------
+
+    def _folder(self, job: q.Job) -> FolderConfig | None:
+        return next((f for f in self.config.folders if str(f.path) == job.root), None)
+
+    def _settle(self, job: q.Job) -> float:
+        folder = self._folder(job)
+        return folder.settle if folder else 5.0
+
+    def _dest_dir(self, job: q.Job, folder: FolderConfig | None, failed: bool) -> Path:
+        if folder is None:
+            # The folder left the config since the job began: file beside the state dir rather than lose it.
+            return Path(self.config.state_dir) / ("failed" if failed else "done")
+        return folder.failed_dir if failed else folder.done_dir
+
+    def _done_report(self, job: q.Job) -> dict[str, Any]:
+        media = job.media_body or {}
+        report = {
+            "job_id": job.id,
+            "source": job.path,
+            "rule": job.rule,
+            "finished_at": _now_iso(),
+            "size": job.size,
+        }
+        if job.outcome == "duplicate":
+            report.update(status="duplicate", reason=job.error)
+            return report
+        report.update(
+            status=media.get("status", job.media_status),
+            media_id=job.media_id,
+            title=media.get("title"),
+            duration=media.get("duration"),
+            is_public=media.get("is_public") if not job.publish_when_done else True,
+            assets=media.get("assets") or {},
+        )
+        return report
+
+    def _error_report(self, job: q.Job) -> dict[str, Any]:
+        media_kept = bool(job.media_id) and self.config.keep_failed_media
+        return {
+            "job_id": job.id,
+            "source": job.path,
+            "rule": job.rule,
+            "failed_at": _now_iso(),
+            "reason": job.error,
+            "attempts": job.attempts,
+            "media_id": job.media_id if media_kept else None,
+            "media_deleted": bool(job.media_id) and not media_kept,
+            "retry": f"fix the cause, then run: ingestd jobs retry {job.id[:12]}",
+        }
+
+
+_FINAL_STATE = {q.FAILED: q.FAILED, q.CANCELLED: q.CANCELLED, "duplicate": q.SKIPPED}
+
+
+class _Stop(Exception):
+    """The stage already recorded a final outcome."""
+
+
+def _fingerprint(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as src:
+        while chunk := src.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

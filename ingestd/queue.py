@@ -1,0 +1,435 @@
+"""The durable job queue: one SQLite file under ``state_dir``.
+
+Every step of a job is written here before the next one starts, so a daemon
+killed at any point picks up where it stopped: with the same media id, the
+parts the server already acknowledged, and the attempt count.
+
+Jobs are claimed with a lease (owner + expiry). A worker that dies leaves its
+lease to run out, and another worker (or the restarted daemon) takes the job
+back; two workers never run the same job at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# Live states hold a file that is still ours to finish; the rest are outcomes.
+QUEUED, RUNNING, HELD = "queued", "running", "held"
+DONE, FAILED, CANCELLED, SKIPPED = "done", "failed", "cancelled", "skipped"
+LIVE_STATES = (QUEUED, RUNNING, HELD)
+FINAL_STATES = (DONE, FAILED, CANCELLED, SKIPPED)
+ALL_STATES = LIVE_STATES + FINAL_STATES
+
+# Stages, in order. A job's stage says what it does next when it is claimed.
+PREPARE, CREATE, UPLOAD, COMPLETE, TRANSCODE, PUBLISH, FILE = (
+    "prepare", "create", "upload", "complete", "transcode", "publish", "file",
+)
+STAGES = (PREPARE, CREATE, UPLOAD, COMPLETE, TRANSCODE, PUBLISH, FILE)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id              TEXT PRIMARY KEY,
+    path            TEXT NOT NULL,
+    root            TEXT NOT NULL,
+    relpath         TEXT NOT NULL,
+    sidecar         TEXT,
+    size            INTEGER NOT NULL,
+    mtime_ns        INTEGER NOT NULL,
+    inode           INTEGER NOT NULL,
+    fingerprint     TEXT,
+    state           TEXT NOT NULL,
+    stage           TEXT NOT NULL,
+    outcome         TEXT,
+    rule            TEXT,
+    request         TEXT,
+    publish_when_done INTEGER NOT NULL DEFAULT 0,
+    quality_names   TEXT,
+    duration        REAL,
+    media_id        TEXT,
+    create_sent     INTEGER NOT NULL DEFAULT 0,
+    media_status    TEXT,
+    media           TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_owner     TEXT,
+    lease_expires   REAL,
+    held_reason     TEXT,
+    error           TEXT,
+    final_path      TEXT,
+    transcode_started REAL,
+    bytes_sent      INTEGER NOT NULL DEFAULT 0,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    finished_at     REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_path ON jobs(path) WHERE state IN ('queued', 'running', 'held');
+CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs(state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs(fingerprint);
+CREATE TABLE IF NOT EXISTS parts (
+    job_id   TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx      INTEGER NOT NULL,
+    start    INTEGER NOT NULL,
+    length   INTEGER NOT NULL,
+    md5      TEXT NOT NULL,
+    acked_at REAL NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id  TEXT NOT NULL,
+    at      REAL NOT NULL,
+    event   TEXT NOT NULL,
+    detail  TEXT
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
+"""
+
+
+@dataclass
+class Job:
+    """A row of the jobs table."""
+
+    id: str
+    path: str
+    root: str
+    relpath: str
+    sidecar: str | None
+    size: int
+    mtime_ns: int
+    inode: int
+    fingerprint: str | None
+    state: str
+    stage: str
+    outcome: str | None
+    rule: str | None
+    request: str | None
+    publish_when_done: int
+    quality_names: str | None
+    duration: float | None
+    media_id: str | None
+    create_sent: int
+    media_status: str | None
+    media: str | None
+    attempts: int
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_expires: float | None
+    held_reason: str | None
+    error: str | None
+    final_path: str | None
+    transcode_started: float | None
+    bytes_sent: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    acked_parts: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def request_body(self) -> dict[str, Any] | None:
+        return json.loads(self.request) if self.request else None
+
+    @property
+    def media_body(self) -> dict[str, Any] | None:
+        return json.loads(self.media) if self.media else None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("request", "media", "acked_parts", "quality_names")}
+        data["request"] = self.request_body
+        data["media"] = self.media_body
+        data["quality_names"] = json.loads(self.quality_names) if self.quality_names else None
+        data["acked_parts"] = sorted(self.acked_parts)
+        return data
+
+
+_JOB_COLUMNS = tuple(f.name for f in fields(Job) if f.name != "acked_parts")
+
+
+class JobQueue:
+    """Thread-safe access to the queue file: each thread has its own connection, writes go one at a time."""
+
+    def __init__(self, path: Path, *, lease_seconds: float = 120.0):
+        self.path = Path(path)
+        self.lease_seconds = lease_seconds
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self._write() as db:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- connections -------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit survives power loss, not only a process crash.
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA busy_timeout = 30000")
+            db.execute("PRAGMA foreign_keys = ON")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- reading -----------------------------------------------------------
+
+    def _job(self, row: sqlite3.Row | None, db: sqlite3.Connection) -> Job | None:
+        if row is None:
+            return None
+        job = Job(**{name: row[name] for name in _JOB_COLUMNS})
+        job.acked_parts = {r["idx"]: r["md5"] for r in db.execute("SELECT idx, md5 FROM parts WHERE job_id = ?", (job.id,))}
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        db = self._db()
+        return self._job(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone(), db)
+
+    def find(self, prefix: str) -> Job | None:
+        """A job by id or a unique id prefix (as people type them)."""
+        db = self._db()
+        rows = db.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (prefix.replace("%", "") + "%",)).fetchall()
+        return self._job(rows[0], db) if len(rows) == 1 else None
+
+    def live_job_for(self, path: str) -> Job | None:
+        db = self._db()
+        row = db.execute("SELECT * FROM jobs WHERE path = ? AND state IN ('queued','running','held')", (path,)).fetchone()
+        return self._job(row, db)
+
+    def live_paths(self) -> set[str]:
+        return {r[0] for r in self._db().execute("SELECT path FROM jobs WHERE state IN ('queued','running','held')")}
+
+    def list(self, *, states: tuple[str, ...] | None = None, limit: int = 100, newest_first: bool = True) -> list[Job]:
+        db = self._db()
+        order = "DESC" if newest_first else "ASC"
+        if states:
+            marks = ",".join("?" * len(states))
+            rows = db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY updated_at {order} LIMIT ?", (*states, limit))
+        else:
+            rows = db.execute(f"SELECT * FROM jobs ORDER BY updated_at {order} LIMIT ?", (limit,))
+        return [self._job(r, db) for r in rows.fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(ALL_STATES, 0)
+        for state, n in self._db().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            counts[state] = n
+        return counts
+
+    def oldest_queued_at(self) -> float | None:
+        row = self._db().execute("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'").fetchone()
+        return row[0]
+
+    def last_success_at(self) -> float | None:
+        return self._db().execute("SELECT MAX(finished_at) FROM jobs WHERE state = 'done'").fetchone()[0]
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT at, event, detail FROM events WHERE job_id = ? ORDER BY id", (job_id,))
+        return [{"at": r["at"], "event": r["event"], "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
+
+    def earlier_job_with_fingerprint(self, fingerprint: str, job_id: str) -> Job | None:
+        """A finished or running upload of the same content, for duplicate detection."""
+        db = self._db()
+        row = db.execute(
+            "SELECT * FROM jobs WHERE fingerprint = ? AND id != ? AND (state IN ('queued','running','held','done'))"
+            " AND stage != 'prepare' ORDER BY created_at LIMIT 1",
+            (fingerprint, job_id),
+        ).fetchone()
+        return self._job(row, db)
+
+    # -- writing -----------------------------------------------------------
+
+    def enqueue(self, *, path: str, root: str, relpath: str, size: int, mtime_ns: int, inode: int,
+                sidecar: str | None = None) -> Job | None:
+        """A new job for a ready file; None when a live job already holds that path."""
+        now = time.time()
+        job_id = uuid.uuid4().hex
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage,"
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, path, root, relpath, sidecar, size, mtime_ns, inode, QUEUED, PREPARE, now, now),
+            )
+            if cursor.rowcount == 0:
+                return None
+            self._event(db, job_id, "enqueued", {"path": path, "size": size})
+        return self.get(job_id)
+
+    def claim(self, owner: str, *, now: float | None = None) -> Job | None:
+        """Take the next runnable job (or one whose lease ran out) and count the attempt."""
+        now = time.time() if now is None else now
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE (state = 'queued' AND next_attempt_at <= ?)"
+                " OR (state = 'running' AND lease_expires < ?) ORDER BY next_attempt_at, created_at LIMIT 1",
+                (now, now),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?, attempts = attempts + 1,"
+                " updated_at = ? WHERE id = ?",
+                (owner, now + self.lease_seconds, now, row["id"]),
+            )
+            self._event(db, row["id"], "claimed", {"owner": owner})
+        return self.get(row["id"])
+
+    def claim_job(self, job_id: str, owner: str) -> Job | None:
+        """Take one particular live job, unless a worker holds an unexpired lease on it."""
+        now = time.time()
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?, updated_at = ?"
+                " WHERE id = ? AND (state IN ('queued', 'held') OR (state = 'running' AND lease_expires < ?))",
+                (owner, now + self.lease_seconds, now, job_id, now),
+            )
+            if cursor.rowcount == 0:
+                return None
+            self._event(db, job_id, "claimed", {"owner": owner})
+        return self.get(job_id)
+
+    def renew(self, job_id: str, owner: str) -> bool:
+        """Extend a lease while work goes on; False when the lease was lost to someone else."""
+        now = time.time()
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET lease_expires = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
+                (now + self.lease_seconds, job_id, owner),
+            )
+        return cursor.rowcount == 1
+
+    def update(self, job_id: str, *, event: str | None = None, detail: dict[str, Any] | None = None, **values: Any) -> None:
+        """Record progress on a job (and optionally an event), in one transaction."""
+        for key in ("request", "media", "quality_names"):
+            if key in values and not isinstance(values[key], (str, type(None))):
+                values[key] = json.dumps(values[key], ensure_ascii=False)
+        values["updated_at"] = time.time()
+        unknown = set(values) - set(_JOB_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job fields: {sorted(unknown)}")
+        assignments = ", ".join(f"{k} = ?" for k in values)
+        with self._write() as db:
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
+            if event:
+                self._event(db, job_id, event, detail)
+
+    def ack_part(self, job_id: str, index: int, start: int, length: int, md5: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO parts (job_id, idx, start, length, md5, acked_at) VALUES (?,?,?,?,?,?)",
+                (job_id, index, start, length, md5, time.time()),
+            )
+            db.execute("UPDATE jobs SET bytes_sent = bytes_sent + ?, updated_at = ? WHERE id = ?", (length, time.time(), job_id))
+
+    def forget_parts(self, job_id: str, indexes: list[int] | None = None) -> None:
+        with self._write() as db:
+            if indexes is None:
+                db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
+                db.execute("UPDATE jobs SET bytes_sent = 0 WHERE id = ?", (job_id,))
+            else:
+                db.executemany("DELETE FROM parts WHERE job_id = ? AND idx = ?", [(job_id, i) for i in indexes])
+
+    def release(self, job_id: str, *, delay: float, error: str | None = None, refund_attempt: bool = False,
+                event: str = "retry_scheduled") -> None:
+        """Give a running job back to the queue, to run again after ``delay`` seconds."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL, next_attempt_at = ?,"
+                " error = COALESCE(?, error), attempts = attempts - ?, updated_at = ? WHERE id = ?",
+                (now + delay, error, 1 if refund_attempt else 0, now, job_id),
+            )
+            self._event(db, job_id, event, {"delay": round(delay, 3), "error": error})
+
+    def hold(self, job_id: str, reason: str, *, recheck_after: float | None = None) -> None:
+        """Park a job that cannot go on until something outside changes (credentials, budget)."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'held', held_reason = ?, lease_owner = NULL, lease_expires = NULL,"
+                " next_attempt_at = ?, attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
+                (reason, now + recheck_after if recheck_after is not None else 0, now, job_id),
+            )
+            self._event(db, job_id, "held", {"reason": reason})
+
+    def unhold(self, *, reason_prefix: str = "", due_only: bool = False) -> int:
+        """Put held jobs back in the queue: all of them, those held for one reason, or those due for a re-check."""
+        now = time.time()
+        query = "UPDATE jobs SET state = 'queued', next_attempt_at = ?, updated_at = ? WHERE state = 'held' AND held_reason LIKE ?"
+        args: list[Any] = [now, now, reason_prefix + "%"]
+        if due_only:
+            query += " AND next_attempt_at > 0 AND next_attempt_at <= ?"
+            args.append(now)
+        with self._write() as db:
+            return db.execute(query, args).rowcount
+
+    def finish(self, job_id: str, state: str, *, error: str | None = None, final_path: str | None = None,
+               outcome: str | None = None) -> None:
+        if state not in FINAL_STATES:
+            raise ValueError(f"{state!r} is not a final state")
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, outcome = ?, error = COALESCE(?, error), final_path = COALESCE(?, final_path),"
+                " lease_owner = NULL, lease_expires = NULL, updated_at = ?, finished_at = ? WHERE id = ?",
+                (state, outcome or state, error, final_path, now, now, job_id),
+            )
+            self._event(db, job_id, state, {"error": error, "final_path": final_path})
+
+    def requeue(self, job_id: str, *, path: str, stage: str = PREPARE) -> None:
+        """Start a finished job over (``ingestd jobs retry``): a fresh attempt count, no media yet."""
+        now = time.time()
+        with self._write() as db:
+            db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
+            db.execute(
+                "UPDATE jobs SET state = 'queued', stage = ?, path = ?, attempts = 0, next_attempt_at = 0, media_id = NULL,"
+                " create_sent = 0, media_status = NULL, media = NULL, error = NULL, held_reason = NULL, outcome = NULL,"
+                " final_path = NULL, bytes_sent = 0, transcode_started = NULL, finished_at = NULL, updated_at = ?"
+                " WHERE id = ?",
+                (stage, path, now, job_id),
+            )
+            self._event(db, job_id, "requeued", {"path": path})
+
+    def _event(self, db: sqlite3.Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
+        db.execute(
+            "INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)",
+            (job_id, time.time(), event, json.dumps(detail, ensure_ascii=False) if detail else None),
+        )
+
+
+def queue_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "queue.sqlite3"
+
+
+def worker_id(name: str) -> str:
+    """Lease owner names: unique per process and thread, readable in `jobs show`."""
+    return f"{os.uname().nodename}:{os.getpid()}:{name}"

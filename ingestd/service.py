@@ -1,0 +1,291 @@
+"""The daemon: config, queue, watcher and workers wired together, driven by signals and sd_notify.
+
+Signals only put an event on a queue; the main loop acts on them where the
+state lives (stop, reload), and also feeds systemd's watchdog, so a hung main
+loop gets the service restarted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import queue as stdqueue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sdnotify
+import structlog
+
+from . import log as logsetup
+from . import queue as q
+from .client import StreamClient
+from .config import Config, load_config
+from .errors import ConfigError, IngestdError
+from .pipeline import Breaker, Pipeline
+from .probe import is_complete
+from .watcher import ReadyFile, Watcher
+
+EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
+
+log = structlog.get_logger("ingestd.service")
+
+
+@dataclass
+class LiveProgress:
+    """Bytes sent per job in flight, shared with the status page."""
+
+    uploads: dict[str, tuple[int, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def update(self, job_id: str, sent: int, total: int) -> None:
+        with self.lock:
+            self.uploads[job_id] = (sent, total)
+
+    def drop(self, job_id: str) -> None:
+        with self.lock:
+            self.uploads.pop(job_id, None)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        with self.lock:
+            return dict(self.uploads)
+
+
+def secrets_of(config: Config) -> list[str]:
+    api = config.api
+    return [s.get_secret_value() for s in (api.token, api.secret_key) if s is not None]
+
+
+class AlreadyRunning(IngestdError):
+    """Another ingestd holds this state directory."""
+
+
+class StateLock:
+    """One daemon per state directory: two would lease each other's jobs away."""
+
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "ingestd.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(f"another ingestd is using {self.path.parent}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Service:
+    def __init__(self, config: Config, *, notifier: sdnotify.SystemdNotifier | None = None):
+        self.config = config
+        self.notifier = notifier or sdnotify.SystemdNotifier()
+        self.events: stdqueue.SimpleQueue[str] = stdqueue.SimpleQueue()
+        self.stopping = threading.Event()
+        self.work_available = threading.Event()
+        self.progress = LiveProgress()
+        self.breaker = Breaker()
+        self.queue = q.JobQueue(q.queue_path(config.state_dir))
+        self.client = StreamClient.from_config(config.api)
+        self.pipeline = self._pipeline(config, self.client)
+        self.watcher = self._watcher(config)
+        self.workers: list[threading.Thread] = []
+        self.started_at = time.time()
+        self.status_server: Any = None
+        self._config_lock = threading.Lock()
+
+    # -- wiring ------------------------------------------------------------
+
+    def _pipeline(self, config: Config, client: StreamClient) -> Pipeline:
+        return Pipeline(config, self.queue, client, breaker=self.breaker, on_progress=self.progress.update, stopping=self.stopping)
+
+    def _watcher(self, config: Config) -> Watcher:
+        return Watcher(config.folders, on_ready=self._on_ready, on_stalled=self._on_stalled, is_complete=is_complete,
+                       is_known=self._is_known)
+
+    def _is_known(self, path: Path) -> bool:
+        return self.queue.live_job_for(str(path)) is not None
+
+    def _on_ready(self, ready: ReadyFile) -> None:
+        job = self.queue.enqueue(
+            path=str(ready.path), root=str(ready.folder.path), relpath=str(ready.path.relative_to(ready.folder.path)),
+            size=ready.size, mtime_ns=ready.mtime_ns, inode=ready.inode, sidecar=str(ready.sidecar) if ready.sidecar else None,
+        )
+        if job is not None:
+            log.info("file_queued", job_id=job.id, path=job.path, size=job.size)
+            self.work_available.set()
+
+    def _on_stalled(self, path: Path, folder, reason: str) -> None:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return
+        job = self.queue.enqueue(path=str(path), root=str(folder.path), relpath=str(path.relative_to(folder.path)),
+                                 size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+        if job is not None:
+            # Straight to filing: the file goes to the failed folder with the watcher's reason.
+            self.queue.update(job.id, stage=q.FILE, outcome=q.FAILED, error=reason, event="stalled", detail={"reason": reason})
+            log.warning("file_stalled", job_id=job.id, path=str(path), reason=reason)
+            self.work_available.set()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Start-up: take back jobs this host left running, re-check held ones, notice files gone meanwhile."""
+        now = time.time()
+        for job in self.queue.list(states=(q.RUNNING,), limit=1_000_000):
+            self.queue.release(job.id, delay=0, refund_attempt=True, event="recovered_after_restart")
+        resumed = self.queue.unhold()
+        if resumed:
+            log.info("held_jobs_rechecked", count=resumed)
+        for job in self.queue.list(states=(q.QUEUED,), limit=1_000_000):
+            if job.stage != q.FILE and not os.path.lexists(job.path):
+                self.queue.finish(job.id, q.FAILED, error="the file disappeared while ingestd was not running")
+                log.warning("file_vanished", job_id=job.id, path=job.path)
+        log.info("reconciled", seconds=round(time.time() - now, 3), counts=self.queue.counts())
+
+    def start(self) -> None:
+        self.reconcile()
+        for n in range(self.config.upload.workers):
+            thread = threading.Thread(target=self._work, args=(q.worker_id(f"worker-{n}"),), name=f"worker-{n}", daemon=True)
+            thread.start()
+            self.workers.append(thread)
+        warning = self.watcher.check_inotify_limits()
+        if warning:
+            log.warning("inotify_limit", message=warning)
+        self.watcher.start()
+        if self.config.status.listen:
+            from .statusd import StatusServer
+
+            self.status_server = StatusServer(self.config.status.listen, self)
+            self.status_server.start()
+
+    def _work(self, owner: str) -> None:
+        bound = log.bind(worker=owner)
+        while not self.stopping.is_set():
+            if self.breaker.is_open:
+                self.stopping.wait(min(1.0, self.breaker.seconds_left()) or 0.1)
+                continue
+            try:
+                job = self.queue.claim(owner)
+                if job is None:
+                    self.work_available.wait(timeout=0.5)
+                    self.work_available.clear()
+                    continue
+                with self._config_lock:
+                    pipeline = self.pipeline
+                pipeline.run(job, owner)
+                self.progress.drop(job.id)
+            except Exception:
+                # A bug in one job must not take the worker down with it.
+                bound.exception("worker_error")
+                self.stopping.wait(1.0)
+
+    def status_line(self) -> str:
+        counts = self.queue.counts()
+        parts = [f"{counts[q.RUNNING]} uploading", f"{counts[q.QUEUED]} queued", f"{counts[q.HELD]} held",
+                 f"{counts[q.DONE]} done", f"{counts[q.FAILED]} failed"]
+        if self.breaker.is_open:
+            parts.append("API unreachable, paused")
+        return ", ".join(parts)
+
+    def reload(self, config_path: Path) -> bool:
+        """Apply a new config; a config that does not load is refused and the old one kept."""
+        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload_refused", problem=str(problem))
+            self.notifier.notify("READY=1\nSTATUS=reload refused: config invalid, old config kept")
+            return False
+        logsetup.redactor.update(secrets_of(config))
+        client = StreamClient.from_config(config.api)
+        with self._config_lock:
+            old_client = self.client
+            self.config, self.client = config, client
+            self.pipeline = self._pipeline(config, client)
+        self.watcher.stop()
+        self.watcher = self._watcher(config)
+        self.watcher.start()
+        # New credentials or budget may unblock held jobs.
+        self.queue.unhold()
+        self.breaker.success()
+        old_client.close()
+        log.info("config_reloaded", path=str(config_path))
+        self.notifier.notify("READY=1")
+        self.work_available.set()
+        return True
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.notifier.notify("STOPPING=1")
+        log.info("stopping")
+        self.stopping.set()
+        self.watcher.stop()
+        deadline = time.monotonic() + timeout
+        for thread in self.workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self.status_server is not None:
+            self.status_server.stop()
+        self.client.close()
+
+    def main_loop(self, config_path: Path) -> None:
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        tick = min(watchdog_usec / 2e6, 5.0) if watchdog_usec else 5.0
+        while True:
+            self.notifier.notify(f"STATUS={self.status_line()}" + ("\nWATCHDOG=1" if watchdog_usec else ""))
+            if self.queue.unhold(due_only=True):
+                self.work_available.set()
+            try:
+                event = self.events.get(timeout=tick)
+            except stdqueue.Empty:
+                continue
+            if event == "stop":
+                return
+            if event == "reload":
+                self.reload(config_path)
+
+
+def run(config_path: Path) -> int:
+    """``ingestd run``: the daemon in the foreground until SIGTERM or SIGINT."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, flush=True, file=sys.stderr)
+        return EX_CONFIG
+    logsetup.configure(format=config.log.format, level=config.log.level)
+    logsetup.redactor.update(secrets_of(config))
+    lock = StateLock(Path(config.state_dir))
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        log.error("already_running", error=str(exc))
+        return EX_FAILURE
+    service = Service(config)
+    signal.signal(signal.SIGTERM, lambda *_: service.events.put("stop"))
+    signal.signal(signal.SIGINT, lambda *_: service.events.put("stop"))
+    signal.signal(signal.SIGHUP, lambda *_: service.events.put("reload"))
+    try:
+        service.start()
+        service.notifier.notify(f"READY=1\nSTATUS={service.status_line()}")
+        log.info("ready", folders=[str(f.path) for f in config.folders], workers=config.upload.workers)
+        service.main_loop(Path(config_path))
+    finally:
+        service.stop()
+        lock.release()
+    log.info("stopped")
+    return EX_OK
