@@ -261,7 +261,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     assert config is not None
-    config._source = path
+    config._source = path.absolute()
     return config
 
 
@@ -281,8 +281,9 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
-# `$${` is a literal `${`; a bare `${` that is neither form is malformed.
+# The last part of a dotted key: `.chunk_size`, `[1]`, or a whole top-level key.
 _LAST_PART = re.compile(r"(\.[^.\[]+|\[\d+\])$|^[^.\[]+$")
+# `$${` is a literal `${`; a bare `${` that is neither form is malformed.
 _VARIABLE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{")
 
 
@@ -296,31 +297,31 @@ class _Document:
         self.problems: list[ConfigProblem] = []
         # Keys whose value is already reported as unreadable: their follow-on validation errors are noise.
         self.unreadable: set[str] = set()
-        self._loader: yaml.SafeLoader | None = None
+        self._loader = yaml.SafeLoader("")
+        # Nodes being read right now: an alias back to one of them would never end.
+        self._open: set[int] = set()
 
     def read(self, text: str) -> dict[str, Any]:
-        self._loader = yaml.SafeLoader(text)
+        """The file's data; raises ``ConfigError`` when it is not YAML or not a mapping."""
         try:
-            root = self._loader.get_single_node()
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             raise ConfigError([self._syntax_problem(exc)]) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([ConfigProblem(self.file, None, "(yaml)", str(exc))]) from None
+            raise ConfigError([ConfigProblem(self.file, None, "(yaml)", f"invalid YAML: {exc}")]) from None
         if root is None:
             raise ConfigError([ConfigProblem(self.file, None, "", "the config file is empty")])
         if not isinstance(root, MappingNode):
             line = root.start_mark.line + 1
             raise ConfigError([ConfigProblem(self.file, line, "", "the config must be a mapping of keys (api:, folders:, ...)")])
-        try:
-            return self._value(root, "")
-        finally:
-            self._loader.dispose()
+        return self._value(root, "")
 
     def _syntax_problem(self, exc: yaml.MarkedYAMLError) -> ConfigProblem:
         mark = exc.problem_mark or exc.context_mark
-        message = exc.problem or "invalid YAML"
-        if exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
-            message += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        message = exc.problem or "not valid YAML"
+        if exc.context:
+            elsewhere = exc.context_mark and mark and exc.context_mark.line != mark.line
+            message = f"{exc.context} (line {exc.context_mark.line + 1}), {message}" if elsewhere else f"{exc.context}, {message}"
         return ConfigProblem(self.file, mark.line + 1 if mark else None, "(yaml)", f"invalid YAML: {message}")
 
     def _add(self, node: Node, key: str, message: str) -> None:
@@ -332,13 +333,20 @@ class _Document:
 
     def _value(self, node: Node, path: str) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, SequenceNode):
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        if id(node) in self._open:
+            self._unreadable(node, path, "an alias refers to a mapping or list that contains it")
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path)
             if node.tag != _SEQ_TAG:
                 self._unreadable(node, path, f"unsupported YAML tag {node.tag}")
             return [self._value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        return self._scalar(node, path)
+        finally:
+            self._open.discard(id(node))
 
     def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
         if node.tag != _MAP_TAG:
@@ -370,7 +378,6 @@ class _Document:
         return merged | own
 
     def _scalar(self, node: ScalarNode, path: str) -> Any:
-        assert self._loader is not None
         if node.tag == _STR_TAG and "$" in node.value:
             text = self._interpolate(node, path)
             if node.style is not None:  # quoted: stays text
@@ -421,7 +428,7 @@ class _Document:
         for item in error.errors():
             loc = _data_loc(item["loc"], data, keep_last=item["type"] == "missing")
             key = field_path(loc)
-            if any(_within(unreadable, key) for unreadable in self.unreadable):
+            if any(_follows_from(key, item["type"], unreadable) for unreadable in self.unreadable):
                 continue  # the value itself is already reported
             if item["type"] == "missing":
                 message = "required key is missing"
@@ -435,8 +442,14 @@ class _Document:
         return problems
 
 
-def _within(key: str, ancestor: str) -> bool:
-    return not ancestor or key == ancestor or key.startswith((ancestor + ".", ancestor + "["))
+def _follows_from(key: str, error_type: str, unreadable: str) -> bool:
+    """Whether an error at ``key`` is a consequence of the unreadable value at ``unreadable``: it is about
+    that value or something in it, or it is a check over a whole section (``value_error``) holding it."""
+    return _contains(unreadable, key) or (error_type == "value_error" and _contains(key, unreadable))
+
+
+def _contains(outer: str, key: str) -> bool:
+    return not outer or key == outer or key.startswith((outer + ".", outer + "["))
 
 
 def _data_loc(loc: tuple[Any, ...], data: Any, *, keep_last: bool) -> tuple[Any, ...]:
@@ -480,7 +493,7 @@ def _concrete(tp: Any) -> list[Any]:
 
 
 def _suggestion(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

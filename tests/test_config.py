@@ -251,7 +251,7 @@ def test_yaml_syntax_error_line(tmp_path):
 def test_unclosed_flow_mapping_points_past_the_opening(tmp_path):
     path = write(tmp_path, "api: {token: tok\nstate_dir: x\n")
     [problem] = check_config(path)
-    assert problem.line == 2 and "flow mapping on line 1" in problem.message
+    assert problem.line == 2 and problem.message == "invalid YAML: while parsing a flow mapping (line 1), expected ',' or '}', but got ':'"
 
 
 def test_duplicate_key_line(tmp_path):
@@ -528,3 +528,18 @@ def test_documented_config_examples_load(tmp_path):
         path = tmp_path / "example.yaml"
         path.write_text(block)
         assert check_config(path, environ=environ) == [], where
+
+
+def test_self_referring_alias_is_a_problem_not_a_crash(tmp_path):
+    path = write(tmp_path, minimal_plus("""\
+        tags: &loop [a, *loop]
+        """))
+    assert problems(path) == [
+        f"{path}:8: tags[1]: an alias refers to a mapping or list that contains it",
+        f"{path}:8: tags: unknown key",
+    ]
+
+
+def test_only_one_document(tmp_path):
+    path = write(tmp_path, MINIMAL + "---\nstate_dir: other\n")
+    assert problems(path) == [f"{path}:8: (yaml): invalid YAML: expected a single document in the stream (line 1), but found another document"]
