@@ -122,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         limit, remaining, retry_after = self.server.emulator._rate_headers()
         if answer.retry_after is not None:
             retry_after = answer.retry_after
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # a bare HTTP/0.9 answer would have no status line or headers
         self.send_response(answer.status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
