@@ -297,6 +297,7 @@ class _Document:
         self.problems: list[ConfigProblem] = []
         # Keys whose value is already reported as unreadable: their follow-on validation errors are noise.
         self.unreadable: set[str] = set()
+        # Types and builds scalars the way SafeLoader would; composing is done by yaml.compose.
         self._loader = yaml.SafeLoader("")
         # Nodes being read right now: an alias back to one of them would never end.
         self._open: set[int] = set()
@@ -360,7 +361,9 @@ class _Document:
                     if not isinstance(source, MappingNode):
                         self._add(source, path, "<< must merge a mapping or a list of mappings")
                         continue
-                    merged.update({k: v for k, v in self._mapping(source, path).items() if k not in merged})
+                    values = self._value(source, path)
+                    if isinstance(values, dict):  # None when the merge loops back on itself
+                        merged.update({k: v for k, v in values.items() if k not in merged})
         own: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
