@@ -165,7 +165,8 @@ class JobQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        with self._write() as db:
+        with self._write_lock:
+            db = self._db()
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -381,9 +382,9 @@ class JobQueue:
             )
             self._event(db, job_id, "held", {"reason": reason})
 
-    def unhold(self, *, reason_prefix: str = "", due_only: bool = False) -> int:
+    def unhold(self, *, reason_prefix: str = "", due_only: bool = False, now: float | None = None) -> int:
         """Put held jobs back in the queue: all of them, those held for one reason, or those due for a re-check."""
-        now = time.time()
+        now = time.time() if now is None else now
         query = "UPDATE jobs SET state = 'queued', next_attempt_at = ?, updated_at = ? WHERE state = 'held' AND held_reason LIKE ?"
         args: list[Any] = [now, now, reason_prefix + "%"]
         if due_only:
