@@ -1,0 +1,541 @@
+"""What a file becomes: the first rule that matches it, rendered into a validated create request.
+
+Matching
+    Rules are tried in order; the first whose ``match`` conditions all hold wins. A rule
+    without ``match`` matches every file.
+
+    ``folder``   glob (fnmatch, case-sensitive) on the file's directory relative to its
+                 watched folder, ``""`` for the folder itself; ``*`` also crosses ``/``.
+    ``filename`` glob on the file name.
+    ``regex``    ``re.match`` on the file name; named groups become template variables.
+
+Merging
+    ``defaults`` lie under every rule: the rule's own value wins, except that ``tags`` are
+    the defaults' followed by the rule's (without repeats) and ``metadata`` maps are merged
+    key by key. A sidecar then replaces whole fields; its values are taken literally, not as
+    templates. Without any title the file's stem is used. Metadata always carries
+    ``ingestd_job`` = the job id, which no rule may set.
+
+Templates
+    ``{name}``                  a variable
+    ``{a|b|"text"}``            the first of ``a``, ``b`` that is defined and not empty, else the
+                                quoted text (which must come last)
+    ``{ep:03}`` ``{title:.80}`` a format spec, as in Python's ``format`` (digit strings format as
+                                numbers); on ``mtime`` it is a strftime pattern: ``{mtime:%Y-%m-%d}``
+    ``{show!upper}``            filters, applied after the spec, left to right: ``upper``, ``lower``,
+                                ``title``, ``strip``, ``slug``
+    ``{{`` ``}}``               literal braces
+
+    Variables: regex groups, ``stem``, ``name``, ``ext`` (no dot), ``folder``, ``parent``,
+    ``size`` (bytes), ``mtime`` (local time; plain: ISO date), ``duration`` (whole seconds),
+    and the audio tags ``tag.title``, ``tag.artist``, ``tag.album``, ``tag.track``,
+    ``tag.date``, ``tag.genre``, ``tag.comment``, ``tag.albumartist``, ``tag.composer``.
+    A variable that is not defined for a file, with no fallback, is an error naming the
+    rule and the variable; a template never leaks into a title as ``{show}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from fnmatch import fnmatchcase
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from .config import Config, Rule
+from .errors import RenderError
+from .media_schema import CreateRequest, Quality, describe_validation_error
+from .probe import AudioInfo, ProbeError, probe
+from .sidecar import RESERVED_METADATA_KEY, Sidecar, SidecarError, find_sidecar, load_sidecar
+
+EXPLAIN_JOB_ID = "<job id>"
+
+
+@dataclass(frozen=True)
+class RuleDecision:
+    """Why one rule did or did not match a file."""
+
+    rule: str
+    matched: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RenderedRequest:
+    rule: str
+    request: CreateRequest  # with is_public already False when publish is on_done
+    publish: Literal["immediately", "on_done"]
+    make_public_when_done: bool  # PATCH is_public=true once transcoding is done
+    quality_names: list[str]  # the requested resolutions, for /media/cost
+    variables: dict[str, str]
+
+
+# ---- matching -----------------------------------------------------------------------------------
+
+
+def match_rule(config: Config, path: Path, root: Path) -> tuple[Rule | None, dict[str, str], list[RuleDecision]]:
+    """The first rule matching ``path`` (inside watched folder ``root``), its regex groups, and every rule's decision."""
+    name = _nfc(path.name)
+    folder = _relative_folder(path, root)
+    decisions: list[RuleDecision] = []
+    chosen: Rule | None = None
+    groups: dict[str, str] = {}
+    for rule in config.rules:
+        if chosen is not None:
+            decisions.append(RuleDecision(rule.name, False, f"not tried: rule {chosen.name!r} matched first"))
+            continue
+        matched, reason, found = _try(rule, folder, name)
+        decisions.append(RuleDecision(rule.name, matched, reason))
+        if matched:
+            chosen, groups = rule, found
+    return chosen, groups, decisions
+
+
+def _try(rule: Rule, folder: str, name: str) -> tuple[bool, str, dict[str, str]]:
+    match = rule.match
+    held = []
+    if match.folder is not None:
+        if not fnmatchcase(folder, match.folder):
+            return False, f"folder {match.folder!r} does not match {folder!r}", {}
+        held.append(f"folder {match.folder!r} matches {folder!r}")
+    if match.filename is not None:
+        if not fnmatchcase(name, match.filename):
+            return False, f"filename {match.filename!r} does not match {name!r}", {}
+        held.append(f"filename {match.filename!r} matches {name!r}")
+    groups: dict[str, str] = {}
+    if match.regex is not None:
+        found = re.match(match.regex, name)
+        if found is None:
+            return False, f"regex {match.regex!r} does not match {name!r}", {}
+        groups = {k: v for k, v in found.groupdict().items() if v is not None}
+        held.append(f"regex {match.regex!r} matches {name!r}")
+    return True, ", ".join(held) or "no match conditions: matches every file", groups
+
+
+def _relative_folder(path: Path, root: Path) -> str:
+    try:
+        relative = path.parent.relative_to(root).as_posix()
+    except ValueError:
+        return ""
+    return "" if relative == "." else _nfc(relative)
+
+
+# ---- rendering ----------------------------------------------------------------------------------
+
+
+def render(config: Config, path: Path, root: Path, *, job_id: str, audio: AudioInfo | None,
+           sidecar: Sidecar | None) -> RenderedRequest:
+    """Turn a file into the create request its rule describes; raise ``RenderError`` when it cannot be."""
+    rule, groups, decisions = match_rule(config, path, root)
+    if rule is None:
+        relative = _relative_folder(path, root)
+        shown = f"{relative}/{path.name}" if relative else path.name
+        reasons = "; ".join(f"{d.rule}: {d.reason}" for d in decisions) or "no rules are configured"
+        raise RenderError(f"no rule matches {shown!r} ({reasons})")
+
+    variables = {**_file_variables(path, root, audio), **groups}
+    fields = _merge(config, rule)
+    if RESERVED_METADATA_KEY in (fields["metadata"] or {}):
+        raise RenderError(f"rule {rule.name!r}: metadata key {RESERVED_METADATA_KEY!r} is reserved for the job id",
+                          rule=rule.name)
+
+    def text(label: str, template: str) -> str:
+        return _nfc(_render_field(rule.name, label, template, variables))
+
+    title = text("title", fields["title"] or "{stem}").strip()
+    description = text("description", fields["description"]) if fields["description"] is not None else None
+    tags = [text(f"tags[{i}]", t).strip() for i, t in enumerate(fields["tags"] or [])]
+    metadata = {k: text(f"metadata.{k}", v) for k, v in (fields["metadata"] or {}).items()}
+
+    if sidecar is not None:
+        given = sidecar.model_dump(exclude_none=True)
+        title = _nfc(given.get("title", title)).strip()
+        description = _nfc(given["description"]) if "description" in given else description
+        tags = [_nfc(t).strip() for t in given["tags"]] if "tags" in given else tags
+        metadata = {_nfc(k): _nfc(v) for k, v in given["metadata"].items()} if "metadata" in given else metadata
+        for key in ("qualities", "is_public"):
+            if getattr(sidecar, key) is not None:
+                fields[key] = getattr(sidecar, key)
+
+    qualities = _qualities(config, rule, fields["qualities"])
+    publish = fields["publish"] or "immediately"
+    is_public = fields["is_public"]
+    body: dict[str, Any] = {
+        "type": "audio",
+        "title": title,
+        "description": description,
+        "is_public": False if publish == "on_done" else is_public,
+        "tags": list(dict.fromkeys(t for t in tags if t)) or None,
+        "metadata": [{"key": k, "value": v} for k, v in metadata.items()] + [{"key": RESERVED_METADATA_KEY, "value": job_id}],
+        "qualities": qualities,
+    }
+    try:
+        request = CreateRequest.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(describe_validation_error(exc))
+        raise RenderError(f"rule {rule.name!r}: the create request is not valid: {problems}", rule=rule.name) from None
+    return RenderedRequest(
+        rule=rule.name,
+        request=request,
+        publish=publish,
+        make_public_when_done=publish == "on_done" and is_public is not False,
+        quality_names=[q.resolution for q in qualities or ()],
+        variables={k: _plain(v) for k, v in variables.items()},
+    )
+
+
+def _merge(config: Config, rule: Rule) -> dict[str, Any]:
+    defaults = config.defaults
+    fields = {key: value if (value := getattr(rule, key)) is not None else getattr(defaults, key)
+              for key in ("title", "description", "qualities", "is_public", "publish")}
+    tags = (defaults.tags or []) + (rule.tags or [])
+    fields["tags"] = list(dict.fromkeys(tags)) if defaults.tags is not None or rule.tags is not None else None
+    if defaults.metadata is None and rule.metadata is None:
+        fields["metadata"] = None
+    else:
+        fields["metadata"] = {**(defaults.metadata or {}), **(rule.metadata or {})}
+    return fields
+
+
+def _qualities(config: Config, rule: Rule, value: str | list[Quality] | None) -> list[Quality] | None:
+    if not isinstance(value, str):
+        return value
+    if value not in config.presets:
+        known = ", ".join(sorted(config.presets)) or "none are defined"
+        raise RenderError(f"rule {rule.name!r}: unknown quality preset {value!r} (presets: {known})", rule=rule.name)
+    return config.presets[value]
+
+
+def _file_variables(path: Path, root: Path, audio: AudioInfo | None) -> dict[str, Any]:
+    stat = path.stat()
+    variables: dict[str, Any] = {
+        "stem": _nfc(path.stem),
+        "name": _nfc(path.name),
+        "ext": _nfc(path.suffix.removeprefix(".")),
+        "folder": _relative_folder(path, root),
+        "parent": _nfc(path.parent.name),
+        "size": stat.st_size,
+        "mtime": datetime.fromtimestamp(stat.st_mtime).astimezone(),
+    }
+    if audio is not None:
+        if audio.duration is not None:
+            variables["duration"] = round(audio.duration)
+        variables.update({f"tag.{key}": value for key, value in audio.tags.items()})
+    return variables
+
+
+def _render_field(rule: str, label: str, template: str, variables: dict[str, Any]) -> str:
+    try:
+        return render_template(template, variables)
+    except _MissingVariable as exc:
+        names = " nor ".join(repr(n) for n in exc.names)
+        raise RenderError(f"rule {rule!r}: template variable {names} is not defined for this file ({label}: {template!r})",
+                          rule=rule, variable=exc.names[0]) from None
+    except ValueError as exc:
+        raise RenderError(f"rule {rule!r}: {label}: {exc} (in {template!r})", rule=rule) from None
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+# ---- templates ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Literal:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Field:
+    alternatives: tuple[str | _Literal, ...]
+    spec: str | None
+    filters: tuple[str, ...]
+
+
+class _MissingVariable(Exception):
+    def __init__(self, names: list[str]):
+        self.names = names
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+_FILTER_NAME = re.compile(r"[a-z]+")
+
+
+def _slug(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+
+
+_FILTERS = {"upper": str.upper, "lower": str.lower, "title": str.title, "strip": str.strip, "slug": _slug}
+
+
+def check_template(template: str) -> None:
+    """Raise ``ValueError`` describing the first syntax error in ``template``, if any."""
+    _parse(template)
+
+
+def render_template(template: str, variables: dict[str, Any]) -> str:
+    """Fill ``template`` from ``variables`` (str, int or datetime values).
+
+    Raises ``ValueError`` for a syntax error or a format spec that does not fit the value.
+    """
+    out = []
+    for part in _parse(template):
+        out.append(part if isinstance(part, str) else _fill(part, variables))
+    return "".join(out)
+
+
+def _fill(field: _Field, variables: dict[str, Any]) -> str:
+    value: Any = None
+    for alternative in field.alternatives:
+        if isinstance(alternative, _Literal):
+            value = alternative.text
+            break
+        candidate = variables.get(alternative)
+        if candidate is not None:
+            value = candidate
+            if candidate != "":
+                break
+    if value is None:
+        raise _MissingVariable([a for a in field.alternatives if isinstance(a, str)])
+    text = _plain(value) if field.spec is None else _format(value, field.spec)
+    for name in field.filters:
+        text = _FILTERS[name](text)
+    return text
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    return str(value)
+
+
+def _format(value: Any, spec: str) -> str:
+    if isinstance(value, datetime):
+        return value.strftime(spec)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        try:
+            return format(int(value), spec)
+        except ValueError:
+            pass  # a spec for text, such as {track:.2}
+    try:
+        return format(value, spec)
+    except ValueError as exc:
+        raise ValueError(f"format spec {spec!r} does not fit {_plain(value)!r}: {exc}") from None
+
+
+@lru_cache(maxsize=512)
+def _parse(template: str) -> tuple[str | _Field, ...]:
+    parts: list[str | _Field] = []
+    text: list[str] = []
+    i = 0
+    while i < len(template):
+        char = template[i]
+        if template.startswith("{{", i) or template.startswith("}}", i):
+            text.append(char)
+            i += 2
+        elif char == "{":
+            end = _field_end(template, i)
+            if text:
+                parts.append("".join(text))
+                text = []
+            parts.append(_parse_field(template[i + 1:end], template, i))
+            i = end + 1
+        elif char == "}":
+            raise ValueError(f"single '}}' at position {i}; write '}}}}' for a literal brace")
+        else:
+            text.append(char)
+            i += 1
+    if text:
+        parts.append("".join(text))
+    return tuple(parts)
+
+
+def _field_end(template: str, start: int) -> int:
+    quote = None
+    for j in range(start + 1, len(template)):
+        char = template[j]
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "}":
+            return j
+        elif char == "{":
+            break
+    raise ValueError(f"'{{' at position {start} is not closed; write '{{{{' for a literal brace")
+
+
+def _parse_field(body: str, template: str, at: int) -> _Field:
+    def fail(problem: str) -> ValueError:
+        return ValueError(f"{problem} in '{{{body}}}' at position {at}")
+
+    alternatives: list[str | _Literal] = []
+    i = 0
+    while True:
+        if i < len(body) and body[i] in "\"'":
+            close = body.find(body[i], i + 1)
+            alternatives.append(_Literal(body[i + 1:close]))
+            i = close + 1
+        else:
+            name = _NAME.match(body, i)
+            if name is None:
+                raise fail("expected a variable name" if i == 0 or body[i - 1] == "|" else "unexpected text")
+            alternatives.append(name.group())
+            i = name.end()
+        if i < len(body) and body[i] == "|":
+            if isinstance(alternatives[-1], _Literal):
+                raise fail("quoted text must be the last alternative")
+            i += 1
+            continue
+        break
+
+    spec = None
+    if i < len(body) and body[i] == ":":
+        end = body.find("!", i)
+        end = len(body) if end < 0 else end
+        spec, i = body[i + 1:end], end
+
+    filters = []
+    while i < len(body) and body[i] == "!":
+        name = _FILTER_NAME.match(body, i + 1)
+        if name is None or name.group() not in _FILTERS:
+            given = name.group() if name else body[i + 1:]
+            raise fail(f"unknown filter {given!r} (filters: {', '.join(_FILTERS)})")
+        filters.append(name.group())
+        i = name.end()
+    if i != len(body):
+        raise fail(f"unexpected {body[i:]!r}")
+    return _Field(tuple(alternatives), spec, tuple(filters))
+
+
+# ---- explain ------------------------------------------------------------------------------------
+
+
+def explain(config: Config, path: Path) -> dict[str, Any]:
+    """Everything ingestd would decide about ``path``, as JSON-able data; never raises for the file's own problems."""
+    path = path.absolute()
+    folder = config.folder_for(path)
+    root = folder.path if folder is not None else path.parent
+    data: dict[str, Any] = {
+        "file": str(path),
+        "folder": str(folder.path) if folder is not None else None,
+        "relative_folder": _relative_folder(path, root),
+        "audio": None,
+        "sidecar": None,
+        "rules": [],
+        "rule": None,
+        "variables": {},
+        "publish": None,
+        "make_public_when_done": None,
+        "quality_names": [],
+        "request": None,
+        "error": None,
+    }
+    if not path.is_file():
+        data["error"] = f"no such file: {path}"
+        return data
+
+    audio = None
+    try:
+        audio = probe(path)
+        data["audio"] = asdict(audio)
+    except ProbeError as exc:
+        data["audio"] = {"error": str(exc)}
+
+    sidecar = None
+    if folder is None or folder.sidecar != "off":
+        try:
+            sidecar_path = find_sidecar(path)
+            if sidecar_path is not None:
+                data["sidecar"] = {"path": str(sidecar_path)}
+                sidecar = load_sidecar(sidecar_path)
+                data["sidecar"]["values"] = sidecar.model_dump(mode="json", exclude_none=True)
+            elif folder is not None and folder.sidecar == "required":
+                data["sidecar"] = {"error": "this folder requires a sidecar and there is none"}
+        except SidecarError as exc:
+            data["sidecar"] = {**(data["sidecar"] or {}), "error": str(exc)}
+
+    rule, _, decisions = match_rule(config, path, root)
+    data["rules"] = [asdict(d) for d in decisions]
+    data["rule"] = rule.name if rule else None
+    try:
+        rendered = render(config, path, root, job_id=EXPLAIN_JOB_ID, audio=audio, sidecar=sidecar)
+    except RenderError as exc:
+        data["error"] = str(exc)
+        return data
+    data.update(
+        variables=rendered.variables,
+        publish=rendered.publish,
+        make_public_when_done=rendered.make_public_when_done,
+        quality_names=rendered.quality_names,
+        request=rendered.request.body(),
+    )
+    return data
+
+
+def format_explanation(data: dict[str, Any]) -> str:
+    """The output of ``explain`` as text for a person."""
+    lines = [f"file:     {data['file']}"]
+    if data["folder"] is None:
+        lines.append("folder:   (not inside a watched folder; matched as if its own directory were one)")
+    else:
+        relative = data["relative_folder"] or "(the folder itself)"
+        lines.append(f"folder:   {data['folder']}  →  {relative}")
+
+    audio = data["audio"]
+    if audio is None:
+        pass
+    elif "error" in audio:
+        lines.append(f"audio:    {audio['error']}")
+    else:
+        facts = [audio["format"]]
+        if audio["duration"] is not None:
+            facts.append(f"{audio['duration']:.1f} s")
+        if audio["sample_rate"]:
+            facts.append(f"{audio['sample_rate']} Hz")
+        if audio["channels"]:
+            facts.append(f"{audio['channels']} ch")
+        lines.append(f"audio:    {', '.join(facts)}")
+        lines.extend(f"          tag.{k} = {v}" for k, v in audio["tags"].items())
+
+    sidecar = data["sidecar"]
+    if sidecar is None:
+        lines.append("sidecar:  none")
+    else:
+        if "path" in sidecar:
+            lines.append(f"sidecar:  {sidecar['path']}")
+        if "error" in sidecar:
+            lines.append(f"sidecar:  {sidecar['error']}")
+
+    lines.append("rules:")
+    if not data["rules"]:
+        lines.append("  (none configured)")
+    width = max((len(d["rule"]) for d in data["rules"]), default=0)
+    for decision in data["rules"]:
+        mark = "match" if decision["matched"] else "no   "
+        lines.append(f"  {mark}  {decision['rule']:<{width}}  {decision['reason']}")
+
+    if data["variables"]:
+        lines.append("variables:")
+        lines.extend(f"  {k} = {v!r}" for k, v in sorted(data["variables"].items()))
+
+    if data["error"]:
+        lines.append(f"error:    {data['error']}")
+        return "\n".join(lines)
+
+    publish = data["publish"]
+    if publish == "on_done":
+        publish += " (created private; made public once transcoded)" if data["make_public_when_done"] else " (stays private)"
+    lines.append(f"publish:  {publish}")
+    lines.append("request:  POST /media/create")
+    lines.extend("  " + line for line in json.dumps(data["request"], indent=2, ensure_ascii=False).splitlines())
+    return "\n".join(lines)
