@@ -572,7 +572,7 @@ def _rule_clashes(rules: list[Any]) -> Iterator[tuple[str, str]]:
             first_with_name[name] = i
         if catch_all is not None:
             yield f"rules[{i}]", f"this rule can never match: rules[{catch_all}] has no match conditions and takes every file"
-        elif not any(_dict(rule.get("match")).get(k) for k in ("folder", "filename", "regex")):
+        elif all(_dict(rule.get("match")).get(k) is None for k in ("folder", "filename", "regex")):
             catch_all = i
 
 

@@ -350,6 +350,8 @@ def test_duplicate_rule_names_and_unreachable_rules(tmp_path):
         rules:
           - name: weekly
             match: {folder: "shows/*"}
+          - name: top-level-only
+            match: {folder: ""}
           - name: weekly
             match: {filename: "*.wav"}
           - name: default
@@ -357,8 +359,8 @@ def test_duplicate_rule_names_and_unreachable_rules(tmp_path):
             match: {filename: "*.mp3"}
         """))
     assert problems(path) == [
-        f"{path}:11: rules[1].name: rule name 'weekly' is already used by rules[0]",
-        f"{path}:14: rules[3]: this rule can never match: rules[2] has no match conditions and takes every file",
+        f"{path}:13: rules[2].name: rule name 'weekly' is already used by rules[0]",
+        f"{path}:16: rules[4]: this rule can never match: rules[3] has no match conditions and takes every file",
     ]
 
 
