@@ -548,3 +548,19 @@ def test_self_referring_alias_is_a_problem_not_a_crash(tmp_path):
 def test_only_one_document(tmp_path):
     path = write(tmp_path, MINIMAL + "---\nstate_dir: other\n")
     assert problems(path) == [f"{path}:8: (yaml): invalid YAML: expected a single document in the stream (line 1), but found another document"]
+
+
+def test_unknown_keys_deep_inside_presets_rules_and_defaults(tmp_path):
+    path = write(tmp_path, minimal_plus("""\
+        presets:
+          p: [{resolution: good, type: hls, container_type: mp4, audio_config: {codec: aac, bitrate: 1, channels: "2", sample_rate: 8000, langauge: en}}]
+        rules:
+          - name: r
+            match: {filenme: "*.mp3"}
+        defaults: {tittle: x}
+        """))
+    assert problems(path) == [
+        f"{path}:9: presets.p[0].audio_config.langauge: unknown key; did you mean 'language'?",
+        f"{path}:12: rules[0].match.filenme: unknown key; did you mean 'filename'?",
+        f"{path}:13: defaults.tittle: unknown key; did you mean 'title'?",
+    ]
