@@ -10,11 +10,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
-SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
+REPO = Path(__file__).resolve().parent.parent
+SYSTEMD_DIR = REPO / "systemd"
 UNIT = SYSTEMD_DIR / "ingestd.service"
 MAX_EXPOSURE = 2.0
 
@@ -74,6 +76,22 @@ def test_unit_states_the_service_contract() -> None:
     assert one["MemoryDenyWriteExecute"] == "yes"
     assert one["UMask"] == "0027"
     assert read_unit(UNIT)["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_example_config_paths_are_writable_under_the_sandbox() -> None:
+    """The installed config.yaml is config.example.yaml: its paths must be ones the unit lets ingestd write."""
+    config = yaml.safe_load((REPO / "config.example.yaml").read_text())
+    service = read_unit(UNIT)["Service"]
+    writable = [PurePosixPath("/var/lib") / service["StateDirectory"][-1]]
+    writable += [PurePosixPath(p.lstrip("-")) for v in service["ReadWritePaths"] for p in v.split()]
+
+    assert PurePosixPath(config["state_dir"]) == writable[0]
+    for folder in config["folders"]:
+        for key in ("path", "done_dir", "failed_dir"):
+            path = PurePosixPath(folder[key])
+            assert any(path.is_relative_to(w) for w in writable), f"{key} {path} is read-only under the unit"
+    config_arg = service["ExecStart"][-1].split("--config ", 1)[1]
+    assert config_arg == "/etc/ingestd/config.yaml"
 
 
 def test_sysusers_file_creates_the_user_the_unit_runs_as(tmp_path: Path) -> None:
