@@ -53,26 +53,24 @@ class ProbeError(IngestdError):
 
 
 def probe(path: Path) -> AudioInfo:
-    """Read a file's format, stream properties and tags; raise ``ProbeError`` when it is not usable audio."""
+    """Read a file's format, stream properties and tags.
+
+    Raises ``ProbeError`` when the file is not usable audio, and ``OSError`` when it cannot be read at all.
+    """
+    if path.stat().st_size == 0:
+        raise ProbeError(f"empty file: {path.name} has no bytes")
+    with path.open("rb") as fh:
+        head = fh.read(64)
     try:
-        size = path.stat().st_size
-        if size == 0:
-            raise ProbeError(f"empty file: {path.name} has no bytes")
-        with path.open("rb") as fh:
-            head = fh.read(64)
         audio = mutagen.File(path)
-    except ProbeError:
-        raise
     except mutagen.MutagenError as exc:
         if _looks_like_audio(head):
             raise ProbeError(f"corrupt or truncated audio: {path.name}: {exc}") from None
         raise ProbeError(f"not audio: {path.name} does not start like any audio format ingestd reads") from None
-    except OSError as exc:
-        raise ProbeError(f"cannot read {path.name}: {exc.strerror or exc}") from None
     if audio is None:
         raise ProbeError(f"not audio: {path.name} is not in a format ingestd reads")
     if is_complete(path) is False:
-        raise ProbeError(f"corrupt or truncated audio: {path.name} is shorter than its own header says")
+        raise ProbeError(f"corrupt or truncated audio: {path.name} is shorter than its header says, or its writer never finished it")
 
     info = audio.info
     duration = getattr(info, "length", None)

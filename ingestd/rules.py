@@ -80,7 +80,7 @@ class RenderedRequest:
 
 
 def match_rule(config: Config, path: Path, root: Path) -> tuple[Rule | None, dict[str, str], list[RuleDecision]]:
-    """The first rule matching ``path`` (inside watched folder ``root``), its regex groups, and every rule's decision."""
+    """The first rule matching ``path`` (in watched folder ``root``), its regex groups, and every rule's decision."""
     name = _nfc(path.name)
     folder = _relative_folder(path, root)
     decisions: list[RuleDecision] = []
@@ -166,13 +166,14 @@ def render(config: Config, path: Path, root: Path, *, job_id: str, audio: AudioI
     qualities = _qualities(config, rule, fields["qualities"])
     publish = fields["publish"] or "immediately"
     is_public = fields["is_public"]
+    metadata[RESERVED_METADATA_KEY] = job_id
     body: dict[str, Any] = {
         "type": "audio",
         "title": title,
         "description": description,
         "is_public": False if publish == "on_done" else is_public,
         "tags": list(dict.fromkeys(t for t in tags if t)) or None,
-        "metadata": [{"key": k, "value": v} for k, v in metadata.items()] + [{"key": RESERVED_METADATA_KEY, "value": job_id}],
+        "metadata": [{"key": k, "value": v} for k, v in metadata.items()],
         "qualities": qualities,
     }
     try:
@@ -235,8 +236,8 @@ def _render_field(rule: str, label: str, template: str, variables: dict[str, Any
         return render_template(template, variables)
     except _MissingVariable as exc:
         names = " nor ".join(repr(n) for n in exc.names)
-        raise RenderError(f"rule {rule!r}: template variable {names} is not defined for this file ({label}: {template!r})",
-                          rule=rule, variable=exc.names[0]) from None
+        message = f"rule {rule!r}: template variable {names} is not defined for this file ({label}: {template!r})"
+        raise RenderError(message, rule=rule, variable=exc.names[0]) from None
     except ValueError as exc:
         raise RenderError(f"rule {rule!r}: {label}: {exc} (in {template!r})", rule=rule) from None
 
@@ -534,7 +535,8 @@ def format_explanation(data: dict[str, Any]) -> str:
 
     publish = data["publish"]
     if publish == "on_done":
-        publish += " (created private; made public once transcoded)" if data["make_public_when_done"] else " (stays private)"
+        made_public = data["make_public_when_done"]
+        publish += " (created private; made public once transcoded)" if made_public else " (stays private)"
     lines.append(f"publish:  {publish}")
     lines.append("request:  POST /media/create")
     lines.extend("  " + line for line in json.dumps(data["request"], indent=2, ensure_ascii=False).splitlines())

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, StrictBool, Tag, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, field_validator
 
+from .config import Qualities
 from .errors import ConfigProblem, IngestdError
-from .media_schema import Quality, field_path
+from .media_schema import field_path
 
 SIDECAR_SUFFIXES = (".yaml", ".yml", ".json")
 RESERVED_METADATA_KEY = "ingestd_job"
-
-# Tagged so that a bad inline list reports only the list's problems, not also "should be a string".
+# The tags of the config's Qualities union; they appear in error locations and are not keys.
 _QUALITY_FORMS = ("preset", "inline")
-Qualities = Annotated[
-    Annotated[str, Tag("preset")] | Annotated[list[Quality], Tag("inline")],
-    Discriminator(lambda value: "preset" if isinstance(value, str) else "inline"),
-]
 
 
 class SidecarError(IngestdError):
@@ -87,16 +83,21 @@ def load_sidecar(path: Path) -> Sidecar:
     if data is None:
         return Sidecar()
     if not isinstance(data, dict):
-        raise SidecarError(path, [ConfigProblem(str(path), 1, "", f"expected a mapping of keys, got {type(data).__name__}")])
+        problem = ConfigProblem(str(path), 1, "", f"expected a mapping of keys, got {type(data).__name__}")
+        raise SidecarError(path, [problem])
     try:
         return Sidecar.model_validate(data)
     except ValidationError as exc:
         problems = []
         for item in exc.errors():
-            loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in _QUALITY_FORMS)))
+            loc = tuple(p for p in item["loc"] if not _is_schema_step(p))
             message = item["msg"].removeprefix("Value error, ")
             problems.append(ConfigProblem(str(path), _line_of(root, loc), field_path(loc), message))
         raise SidecarError(path, sorted(problems, key=lambda p: p.line or 0)) from None
+
+
+def _is_schema_step(part: Any) -> bool:
+    return isinstance(part, str) and (part.startswith("function-") or part in _QUALITY_FORMS)
 
 
 def _parse_json(path: Path, text: str) -> Any:
@@ -114,7 +115,8 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SidecarError(path, [ConfigProblem(str(path), mark.line + 1 if mark else None, "", f"not valid YAML: {problem}")]) from None
+        line = mark.line + 1 if mark else None
+        raise SidecarError(path, [ConfigProblem(str(path), line, "", f"not valid YAML: {problem}")]) from None
     return data, root
 
 
