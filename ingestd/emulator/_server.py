@@ -178,7 +178,7 @@ def _media_id(text: str) -> str:
 class Emulator:
     """A local stand-in for the AIOZ Stream media API, served over real HTTP in a background thread."""
 
-    def __init__(self, settings: EmulatorSettings | None = None, data_dir: str | Path = ".", host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, settings: EmulatorSettings | None = None, *, data_dir: str | Path, host: str = "127.0.0.1", port: int = 0):
         self.settings = settings or EmulatorSettings()
         self.data_dir = Path(data_dir)
         self.host = host

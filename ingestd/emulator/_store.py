@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import threading
@@ -11,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import mutagen
 
@@ -295,7 +296,7 @@ class Store:
             with open(target, "wb") as out:
                 for part in parts:
                     with open(part.path, "rb") as src:
-                        shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+                        _append(src, out)
         except OSError:
             with self.lock:
                 self._media[media_id].completing = False
@@ -358,6 +359,19 @@ class Store:
             },
             "player_theme_id": media.player_theme_id,
         }
+
+
+def _append(src: BinaryIO, out: BinaryIO) -> None:
+    """Copy ``src`` to the end of ``out`` inside the kernel where it can (a 1 GiB upload is assembled on complete)."""
+    if hasattr(os, "copy_file_range"):
+        try:
+            while os.copy_file_range(src.fileno(), out.fileno(), 64 * 1024 * 1024):
+                pass
+            return
+        except OSError:
+            src.seek(0)
+            out.seek(0, os.SEEK_END)
+    shutil.copyfileobj(src, out, 4 * 1024 * 1024)
 
 
 def _iframe(src: str) -> str:
