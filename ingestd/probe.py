@@ -64,13 +64,17 @@ def probe(path: Path) -> AudioInfo:
     try:
         audio = mutagen.File(path)
     except mutagen.MutagenError as exc:
+        if head[:4] == b"RF64":
+            raise ProbeError(f"unsupported audio: {path.name} is an RF64 (64-bit) WAV, which ingestd cannot read; "
+                             "convert it to FLAC or a standard WAV") from None
         if _looks_like_audio(head):
             raise ProbeError(f"corrupt or truncated audio: {path.name}: {exc}") from None
         raise ProbeError(f"not audio: {path.name} does not start like any audio format ingestd reads") from None
     if audio is None:
         raise ProbeError(f"not audio: {path.name} is not in a format ingestd reads")
     if is_complete(path) is False:
-        raise ProbeError(f"corrupt or truncated audio: {path.name} is shorter than its header says, or its writer never finished it")
+        raise ProbeError(f"corrupt or truncated audio: {path.name} is shorter than its header says, "
+                         "or its writer never finished it")
 
     info = audio.info
     duration = getattr(info, "length", None)

@@ -1,5 +1,6 @@
 import random
 import shutil
+import struct
 import wave
 from pathlib import Path
 
@@ -215,3 +216,41 @@ def test_m4a_with_its_index_still_missing(tmp_path):
 def test_formats_without_a_stated_length_are_unknown(tmp_path, name):
     assert is_complete(FIXTURES / name) is None
     assert is_complete(truncated_copy(FIXTURES / name, tmp_path / name, 0.5)) is None
+
+
+def aiff_bytes(frames: int, rate_extended: bytes = bytes.fromhex("400bfa00000000000000")) -> bytes:
+    """A mono 16-bit AIFF at 8000 Hz (the rate as an 80-bit extended float)."""
+    comm = b"COMM" + struct.pack(">IhIh", 18, 1, frames, 16) + rate_extended
+    samples = b"\x00\x10" * frames
+    ssnd = b"SSND" + struct.pack(">III", 8 + len(samples), 0, 0) + samples
+    return b"FORM" + struct.pack(">I", 4 + len(comm) + len(ssnd)) + b"AIFF" + comm + ssnd
+
+
+def test_aiff_complete_and_truncated(tmp_path):
+    path = tmp_path / "tone.aiff"
+    path.write_bytes(aiff_bytes(4000))
+    assert is_complete(path) is True
+    info = probe(path)
+    assert (info.format, info.sample_rate, info.duration) == ("aiff", 8000, 0.5)
+    path.write_bytes(aiff_bytes(4000)[:5000])
+    assert is_complete(path) is False
+
+
+def rf64_bytes(wav: bytes) -> bytes:
+    """The same audio as a 64-bit RF64 WAV: real sizes in a ds64 chunk, placeholders in the 32-bit fields."""
+    data_at = wav.index(b"data")
+    fmt, data = wav[12:data_at], wav[data_at + 8:]
+    riff_size = 4 + (8 + 28) + len(fmt) + 8 + len(data)
+    ds64 = b"ds64" + struct.pack("<IQQQI", 28, riff_size, len(data), len(data) // 4, 0)
+    return b"RF64\xff\xff\xff\xffWAVE" + ds64 + fmt + b"data\xff\xff\xff\xff" + data
+
+
+def test_rf64_sizes_come_from_ds64(tmp_path):
+    path = tmp_path / "long.wav"
+    whole = rf64_bytes(write_wav(tmp_path / "tone.wav", 0.2).read_bytes())
+    path.write_bytes(whole)
+    assert is_complete(path) is True
+    path.write_bytes(whole[: len(whole) // 2])
+    assert is_complete(path) is False
+    with pytest.raises(ProbeError, match="unsupported audio: long.wav is an RF64"):
+        probe(path)
