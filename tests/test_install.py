@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL_SH = REPO / "deploy" / "install.sh"
@@ -108,3 +112,61 @@ def test_installing_into_the_real_root_needs_root() -> None:
     )
     assert result.returncode == 1
     assert "run as root, or set DESTDIR" in result.stderr
+
+
+# The container route: Docker cannot run here, so check that the three files agree.
+def containerfile_instructions() -> dict[str, list[str]]:
+    """Instruction → its arguments, one entry per occurrence, continuation lines joined."""
+    text = (REPO / "deploy/Containerfile").read_text().replace("\\\n", " ")
+    instructions: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            instructions.setdefault(keyword.upper(), []).append(" ".join(rest.split()))
+    return instructions
+
+
+def test_compose_runs_the_image_as_the_containerfile_defines_it() -> None:
+    image = {keyword: args[-1] for keyword, args in containerfile_instructions().items()}
+    compose = yaml.safe_load((REPO / "deploy/compose.yaml").read_text())
+    daemon, emulator = compose["services"]["ingestd"], compose["services"]["emulator"]
+
+    assert image["FROM"] == "python:3.11-slim"
+    assert image["USER"] == "ingestd"
+    assert image["STOPSIGNAL"] == "SIGTERM"
+    assert json.loads(image["ENTRYPOINT"]) == ["ingestd"]
+    assert daemon["command"] == json.loads(image["CMD"]) == ["run", "--config", "/config/config.yaml"]
+
+    # SOURCE:TARGET[:MODE], where SOURCE may be ${VAR:-default}
+    mounted = {volume.removesuffix(":ro").rpartition(":")[2] for volume in daemon["volumes"]}
+    assert mounted == set(json.loads(image["VOLUME"])) == {"/config", "/data", "/ingest"}
+    assert daemon["env_file"] == "ingestd.env"  # made from deploy/ingestd.env.example
+    assert daemon["build"]["dockerfile"] == "deploy/Containerfile"
+
+    assert emulator["profiles"] == ["emulator"]
+    assert emulator["command"][:5] == ["emulator", "--host", "0.0.0.0", "--port", "8080"]
+
+
+def test_container_config_loads_and_matches_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingestd.config import load_config
+
+    monkeypatch.setenv("AIOZ_STREAM_TOKEN", "test-token")
+    monkeypatch.setenv("AIOZ_STREAM_BASE_URL", "http://emulator:8080/api")
+    config = load_config(REPO / "deploy/config/config.yaml")
+    image = containerfile_instructions()
+    compose = yaml.safe_load((REPO / "deploy/compose.yaml").read_text())
+
+    assert config.api.base_url == "http://emulator:8080/api"
+    assert str(config.state_dir) == "/data"
+    for folder in config.folders:
+        for path in (folder.path, folder.done_dir, folder.failed_dir):
+            assert str(path).startswith("/ingest/"), path
+    # The health check, the listener and the published port are the same port.
+    assert config.status.listen is not None
+    port = config.status.listen.rpartition(":")[2]
+    assert f"INGESTD_HEALTHZ_URL=http://127.0.0.1:{port}/healthz" in image["ENV"]
+    assert "urlopen(os.environ['INGESTD_HEALTHZ_URL']" in image["HEALTHCHECK"][-1]
+    assert image["EXPOSE"] == [port]
+    assert compose["services"]["ingestd"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    # The emulator named in the dry-run instructions is the one compose starts.
+    assert compose["services"]["emulator"]["command"][4] == "8080"
