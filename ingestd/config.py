@@ -115,6 +115,8 @@ class UploadConfig(_Model):
     poll_interval: Duration = Field(default=10.0, gt=0)
     transcode_timeout: Duration = Field(default=6 * 3600.0, gt=0)
     max_cost_usd: float | None = Field(default=None, ge=0)
+    # The seed states no upper bound; this guards against a runaway file (e.g. a recorder left running).
+    max_file_size: Size = 50 * 1024**3
 
     @field_validator("chunk_size")
     @classmethod

@@ -108,7 +108,7 @@ def run_demo(*, keep: bool = False) -> int:
         service.start()
         log.info("demo_daemon_ready", watching=str(root / "inbox"))
 
-        episode = root / "inbox" / "shows" / "studio-talk_ep7.wav"
+        episode = root / "inbox" / "shows" / "studio-talk" / "studio-talk_ep7.wav"
         _write_episode(episode, seconds=70)  # ~12 MiB: three 5 MiB parts
         log.info("demo_file_dropped", path=str(episode), size=episode.stat().st_size)
 

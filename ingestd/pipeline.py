@@ -335,7 +335,7 @@ class Pipeline:
         crashpoints.reach("during_polling")
         media = self.client.get_media(job.media_id)
         self.breaker.success()
-        media_json = media.model_dump(mode="json")
+        media_json = media.model_dump(mode="json", exclude_none=True)
         if media.status == "done":
             self.queue.update(job.id, media_status="done", media=media_json, stage=q.PUBLISH, event="transcoded")
             bound.info("media_transcoded", duration=media.duration)
