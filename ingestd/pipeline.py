@@ -132,6 +132,10 @@ class Pipeline:
 
     def run(self, job: q.Job, owner: str) -> None:
         """Run a claimed job as far as it can go now. Every outcome is recorded in the queue."""
+        with _LeaseKeeper(self.queue, job.id, owner):
+            self._run(job, owner)
+
+    def _run(self, job: q.Job, owner: str) -> None:
         bound = log.bind(job_id=job.id, path=job.path, attempt=job.attempts)
         steps = {
             q.PREPARE: self._prepare, q.CREATE: self._create, q.UPLOAD: self._upload, q.COMPLETE: self._complete,
@@ -494,6 +498,28 @@ class Pipeline:
             "media_deleted": bool(job.media_id) and not media_kept,
             "retry": f"fix the cause, then run: ingestd jobs retry {job.id[:12]}",
         }
+
+
+class _LeaseKeeper:
+    """Renews a job's lease while it runs, so a part that takes longer than the lease is never taken over."""
+
+    def __init__(self, queue: q.JobQueue, job_id: str, owner: str):
+        self.queue, self.job_id, self.owner = queue, job_id, owner
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name=f"lease-{job_id[:8]}", daemon=True)
+
+    def _keep(self) -> None:
+        while not self._done.wait(self.queue.lease_seconds / 3):
+            if not self.queue.renew(self.job_id, self.owner):
+                return
+
+    def __enter__(self) -> "_LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 _FINAL_STATE = {q.FAILED: q.FAILED, q.CANCELLED: q.CANCELLED, "duplicate": q.SKIPPED}
