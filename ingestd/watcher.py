@@ -100,6 +100,7 @@ class _Reported:
     inode: int
     mtime_ns: int
     folder: Path
+    at: float  # time.monotonic()
 
 
 @dataclass
@@ -145,11 +146,14 @@ class Watcher:
     def start(self) -> None:
         """Start observing, scan for files that arrived while ingestd was down, then return."""
         for watch in self._watches:
-            reason, st = self._availability(watch)
-            if reason is None and st is not None:
-                self._start_observer(watch, st)
-            else:
-                self._pause(watch, reason or "unavailable")
+            try:
+                reason, st = self._availability(watch)
+                if reason is None and st is not None:
+                    self._start_observer(watch, st)
+                else:
+                    self._pause(watch, reason or "unavailable")
+            except Exception as exc:
+                self._pause(watch, f"cannot watch it: {exc}")
         self.scan()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="ingestd-watcher", daemon=True)
@@ -230,8 +234,8 @@ class Watcher:
                 ):
                     self._resume(watch, st)
             except Exception as exc:
-                log.exception("folder check failed", folder=str(watch.folder.path))
-                self._pause(watch, str(exc))
+                # Retried every tick; _pause logs only the first time.
+                self._pause(watch, f"cannot watch it: {exc}")
 
     def _availability(self, watch: _FolderWatch) -> tuple[str | None, os.stat_result | None]:
         """(None, stat) when the folder can be watched, else (reason, None)."""
@@ -360,11 +364,14 @@ class Watcher:
 
     def _scan_folder(self, watch: _FolderWatch) -> int:
         seen: set[Path] = set()
+        began = time.monotonic()
         found, complete = self._walk(watch, str(watch.folder.path), seen)
         if complete:
             # Forget reported files that are gone, so a new file under the same name counts.
             with self._lock:
-                for path in [p for p, r in self._reported.items() if r.folder == watch.folder.path and p not in seen]:
+                gone = [p for p, r in self._reported.items()
+                        if r.folder == watch.folder.path and r.at < began and p not in seen]
+                for path in gone:
                     del self._reported[path]
         return found
 
@@ -551,7 +558,8 @@ class Watcher:
     def _hand_on(self, c: _Candidate, outcome: ReadyFile | str) -> None:
         with self._lock:
             self._candidates.pop(c.path, None)
-            self._reported[c.path] = _Reported(inode=c.key[2], mtime_ns=c.key[1], folder=c.watch.folder.path)
+            self._reported[c.path] = _Reported(inode=c.key[2], mtime_ns=c.key[1], folder=c.watch.folder.path,
+                                               at=time.monotonic())
         try:
             if self._is_known(c.path):
                 log.debug("already queued", path=str(c.path))

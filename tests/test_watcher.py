@@ -20,6 +20,10 @@ from .audio import write_wav
 
 SETTLE = 0.3
 
+# watchdog warns when two inotify events race to add the watch for a freshly made subdirectory;
+# it keeps one watch and nothing is lost.
+pytestmark = pytest.mark.filterwarnings("ignore:Callback with id .* already exists:RuntimeWarning")
+
 
 def wait_until(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> object:
     deadline = time.monotonic() + timeout
