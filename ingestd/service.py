@@ -26,11 +26,14 @@ from . import queue as q
 from .client import StreamClient
 from .config import Config, load_config
 from .errors import ConfigError, IngestdError
+from .metrics import Metrics
 from .pipeline import Breaker, Pipeline
 from .probe import is_complete
 from .watcher import ReadyFile, Watcher
 
 EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
+# Below the unit's TimeoutStopSec=90, so a slow last part is not cut off by SIGKILL.
+STOP_TIMEOUT = 60.0
 
 log = structlog.get_logger("ingestd.service")
 
@@ -97,15 +100,26 @@ class Service:
         self.stopping = threading.Event()
         self.work_available = threading.Event()
         self.progress = LiveProgress()
-        self.breaker = Breaker()
+        self.breaker = Breaker.for_upload(config.upload)
         self.queue = q.JobQueue(q.queue_path(config.state_dir))
-        self.client = StreamClient.from_config(config.api)
+        self.metrics = Metrics()
+        self.metrics.watch(self)
+        self.client = self.metrics.client(config.api)
         self.pipeline = self._pipeline(config, self.client)
         self.watcher = self._watcher(config)
         self.workers: list[threading.Thread] = []
         self.started_at = time.time()
         self.status_server: Any = None
         self._config_lock = threading.Lock()
+        # Clients replaced by a reload; workers may still be mid-request on them until they finish their job.
+        self._retired_clients: list[StreamClient] = []
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        self.watchdog = watchdog_usec > 0
+        # Half the watchdog interval, as sd_watchdog_enabled(3) advises; never sleep longer than 5 s.
+        self.tick = min(watchdog_usec / 2e6, 5.0) if self.watchdog else 5.0
+        # /healthz turns 503 when the loop has not ticked for this long.
+        self.stall_after = 3 * self.tick + 5.0
+        self._last_tick = time.monotonic()
 
     # -- wiring ------------------------------------------------------------
 
@@ -158,6 +172,7 @@ class Service:
         log.info("reconciled", seconds=round(time.time() - now, 3), counts=self.queue.counts())
 
     def start(self) -> None:
+        """Reconcile the queue, start workers, watchers and the status listener; return once the start-up backlog is queued."""
         self.reconcile()
         for n in range(self.config.upload.workers):
             thread = threading.Thread(target=self._work, args=(q.worker_id(f"worker-{n}"),), name=f"worker-{n}", daemon=True)
@@ -167,11 +182,30 @@ class Service:
         if warning:
             log.warning("inotify_limit", message=warning)
         self.watcher.start()
+        self._await_backlog()
+        self._start_status_server()
+
+    def _start_status_server(self) -> None:
         if self.config.status.listen:
             from .statusd import StatusServer
 
             self.status_server = StatusServer(self.config.status.listen, self)
             self.status_server.start()
+
+    def _await_backlog(self, timeout: float = 5.0) -> None:
+        """Let the watcher hand on the files the start-up scan found settled, so READY means they are in the queue."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(self._settled_on_disk(p) for p in self.watcher.pending()):
+            time.sleep(0.05)
+
+    def _settled_on_disk(self, pending: dict) -> bool:
+        folder = self.config.folder_for(Path(pending["path"]))
+        if folder is None or pending["waiting_for"] != "settle":
+            return False
+        try:
+            return time.time() - os.stat(pending["path"]).st_mtime >= folder.settle
+        except OSError:
+            return False
 
     def _work(self, owner: str) -> None:
         bound = log.bind(worker=owner)
@@ -194,6 +228,19 @@ class Service:
                 bound.exception("worker_error")
                 self.stopping.wait(1.0)
 
+    def heartbeat(self) -> None:
+        self._last_tick = time.monotonic()
+
+    def seconds_since_tick(self) -> float:
+        return time.monotonic() - self._last_tick
+
+    def health(self) -> tuple[bool, str]:
+        """(alive, words): alive while the main loop ticks; an unreachable API is reported, not counted as dead."""
+        stalled = self.seconds_since_tick()
+        if stalled > self.stall_after:
+            return False, f"stalled: the main loop has not run for {stalled:.0f}s"
+        return True, "ok; API unreachable, paused" if self.breaker.is_open else "ok"
+
     def status_line(self) -> str:
         counts = self.queue.counts()
         parts = [f"{counts[q.RUNNING]} uploading", f"{counts[q.QUEUED]} queued", f"{counts[q.HELD]} held",
@@ -212,45 +259,59 @@ class Service:
                 log.error("reload_refused", problem=str(problem))
             self.notifier.notify("READY=1\nSTATUS=reload refused: config invalid, old config kept")
             return False
-        logsetup.redactor.update(secrets_of(config))
-        client = StreamClient.from_config(config.api)
+        for key, old, new in (("state_dir", self.config.state_dir, config.state_dir),
+                              ("upload.workers", self.config.upload.workers, config.upload.workers)):
+            if old != new:
+                log.warning("reload_needs_restart", key=key, running_with=str(old), configured=str(new))
+        logsetup.configure(format=config.log.format, level=config.log.level)
+        logsetup.redactor.update(secrets_of(self.config) + secrets_of(config))
+        client = self.metrics.client(config.api)
         with self._config_lock:
-            old_client = self.client
+            self._retired_clients.append(self.client)
             self.config, self.client = config, client
             self.pipeline = self._pipeline(config, client)
         self.watcher.stop()
         self.watcher = self._watcher(config)
         self.watcher.start()
+        if self.status_server is not None and self.status_server.listen != config.status.listen:
+            self.status_server.stop()
+            self.status_server = None
+            self._start_status_server()
         # New credentials or budget may unblock held jobs.
-        self.queue.unhold()
+        resumed = self.queue.unhold()
         self.breaker.success()
-        old_client.close()
-        log.info("config_reloaded", path=str(config_path))
-        self.notifier.notify("READY=1")
+        log.info("config_reloaded", path=str(config_path), held_jobs_resumed=resumed,
+                 folders=[str(f.path) for f in config.folders], rules=[r.name for r in config.rules])
+        self.notifier.notify(f"READY=1\nSTATUS={self.status_line()}")
         self.work_available.set()
         return True
 
-    def stop(self, timeout: float = 60.0) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop watching, let parts in flight finish (no new part starts), then close; jobs resume on the next start."""
         self.notifier.notify("STOPPING=1")
-        log.info("stopping")
+        log.info("stopping", timeout=timeout)
         self.stopping.set()
         self.watcher.stop()
         deadline = time.monotonic() + timeout
         for thread in self.workers:
             thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [t.name for t in self.workers if t.is_alive()]
+        if busy:
+            # Their leases run out and the next start takes the jobs back.
+            log.warning("stop_timeout", workers_still_busy=busy, timeout=timeout)
         if self.status_server is not None:
             self.status_server.stop()
-        self.client.close()
+        for client in [*self._retired_clients, self.client]:
+            client.close()
 
     def main_loop(self, config_path: Path) -> None:
-        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        tick = min(watchdog_usec / 2e6, 5.0) if watchdog_usec else 5.0
         while True:
-            self.notifier.notify(f"STATUS={self.status_line()}" + ("\nWATCHDOG=1" if watchdog_usec else ""))
+            self.heartbeat()
+            self.notifier.notify(f"STATUS={self.status_line()}" + ("\nWATCHDOG=1" if self.watchdog else ""))
             if self.queue.unhold(due_only=True):
                 self.work_available.set()
             try:
-                event = self.events.get(timeout=tick)
+                event = self.events.get(timeout=self.tick)
             except stdqueue.Empty:
                 continue
             if event == "stop":

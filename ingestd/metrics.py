@@ -1,0 +1,147 @@
+"""Prometheus metrics: API traffic measured where requests leave, job counts read from the queue when scraped."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from typing import TYPE_CHECKING
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import queue as q
+from .client import POOL_SIZE, StreamClient
+from .config import ApiConfig
+
+if TYPE_CHECKING:
+    from .service import Service
+
+# Parts are up to 200 MB: seconds to many minutes.
+PART_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+_MEDIA_ID = re.compile(r"/media/[^/]+")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/\d+")
+
+
+def endpoint_of(method: str, path: str) -> str:
+    """``POST /media/{id}/part`` rather than one label per media id."""
+    path = path.split("?", 1)[0]
+    path = path[path.find("/media"):] if "/media" in path else path
+    if path not in ("/media", "/media/create", "/media/cost"):
+        path = _MEDIA_ID.sub("/media/{id}", path)
+    return f"{method} {path}"
+
+
+def error_class(status: int | None) -> str | None:
+    """How an answer failed, in the terms the retry logic uses; None for success."""
+    if status is None:
+        return "connection"
+    if status < 400:
+        return None
+    if status in (401, 403):
+        return "auth"
+    if status == 429:
+        return "rate_limited"
+    return "server" if status >= 500 else "rejected"
+
+
+class Metrics:
+    """Everything ``/metrics`` shows for one daemon, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.api_seconds = Histogram("ingestd_api_request_seconds", "Time to the API's answer, per endpoint",
+                                     ["endpoint"], buckets=REQUEST_BUCKETS, registry=self.registry)
+        self.api_errors = Counter("ingestd_api_errors", "API requests that failed, per endpoint and class "
+                                  "(connection, auth, rate_limited, rejected, server)",
+                                  ["endpoint", "error_class"], registry=self.registry)
+        self.part_seconds = Histogram("ingestd_part_upload_seconds", "Time to send one part and have it acknowledged",
+                                      buckets=PART_BUCKETS, registry=self.registry)
+        self.bytes_uploaded = Counter("ingestd_uploaded_bytes", "File bytes in parts the API acknowledged",
+                                      registry=self.registry)
+
+    def watch(self, service: Service) -> None:
+        """Add the gauges read from the service (queue, breaker, uploads in flight) at scrape time."""
+        self.registry.register(_ServiceCollector(service))
+
+    def observe(self, method: str, path: str, status: int | None, seconds: float, headers: httpx.Headers) -> None:
+        endpoint = endpoint_of(method, path)
+        self.api_seconds.labels(endpoint).observe(seconds)
+        failure = error_class(status)
+        if failure is not None:
+            self.api_errors.labels(endpoint, failure).inc()
+        elif endpoint == "POST /media/{id}/part":
+            self.part_seconds.observe(seconds)
+            match = _CONTENT_RANGE.fullmatch(headers.get("Content-Range", ""))
+            if match:
+                self.bytes_uploaded.inc(int(match[2]) - int(match[1]) + 1)
+
+    def client(self, api: ApiConfig) -> StreamClient:
+        """A client like ``StreamClient.from_config`` whose every request is measured."""
+        transport = _MeasuredTransport(self, verify=api.verify_tls,
+                                       limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE))
+        return StreamClient(
+            api.base_url,
+            token=api.token.get_secret_value() if api.token else None,
+            public_key=api.public_key,
+            secret_key=api.secret_key.get_secret_value() if api.secret_key else None,
+            timeout=api.timeout,
+            verify_tls=api.verify_tls,
+            transport=transport,
+        )
+
+
+class _MeasuredTransport(httpx.HTTPTransport):
+    def __init__(self, metrics: Metrics, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._metrics = metrics
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()
+        try:
+            response = super().handle_request(request)
+        except httpx.TransportError:
+            self._metrics.observe(request.method, request.url.path, None, time.monotonic() - started, request.headers)
+            raise
+        self._metrics.observe(request.method, request.url.path, response.status_code, time.monotonic() - started,
+                              request.headers)
+        return response
+
+
+class _ServiceCollector(Collector):
+    def __init__(self, service: Service):
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.service
+        queue = service.queue
+        jobs = GaugeMetricFamily("ingestd_jobs", "Jobs per state", labels=["state"])
+        for state, n in queue.counts().items():
+            jobs.add_metric([state], n)
+        yield jobs
+        oldest = queue.oldest_queued_at()
+        yield GaugeMetricFamily("ingestd_oldest_queued_age_seconds", "Age of the oldest queued job (0: none queued)",
+                                value=max(0.0, time.time() - oldest) if oldest else 0.0)
+        last = queue.last_success_at()
+        yield GaugeMetricFamily("ingestd_last_success_timestamp_seconds", "When a job last finished done (0: never)",
+                                value=last or 0.0)
+        yield CounterMetricFamily("ingestd_retries", "Job attempts put off after a transient API error",
+                                  value=_retries(queue))
+        yield GaugeMetricFamily("ingestd_uploads_in_progress", "Jobs sending parts right now",
+                                value=len(service.progress.snapshot()))
+        yield GaugeMetricFamily("ingestd_api_paused", "1 while the API is unreachable and uploads wait",
+                                value=1.0 if service.breaker.is_open else 0.0)
+        yield GaugeMetricFamily("ingestd_main_loop_last_tick_age_seconds", "Seconds since the main loop last ran",
+                                value=service.seconds_since_tick())
+
+
+def _retries(queue: q.JobQueue) -> int:
+    # The queue records each retry as an event; count them without holding its write lock.
+    with closing(sqlite3.connect(f"file:{queue.path}?mode=ro", uri=True, timeout=5.0)) as db:
+        return db.execute("SELECT COUNT(*) FROM events WHERE event = 'retry_scheduled'").fetchone()[0]

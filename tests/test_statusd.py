@@ -1,0 +1,146 @@
+"""The status listener: Prometheus metrics after a real upload, the health check, and the page as a browser renders it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingestd import queue as q
+from ingestd.config import load_config
+from ingestd.service import Service
+from ingestd.statusd import StatusServer
+
+from .audio import write_wav
+from .daemon import Daemon, jobs_in, make_config, wait_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _drop(tmp_path, name, seconds=1.0):
+    staging = tmp_path / "staging" / name
+    write_wav(staging, seconds)
+    target = tmp_path / "inbox" / name
+    staging.rename(target)
+    return target
+
+
+def test_metrics_after_an_upload(tmp_path, emulator):
+    port = _free_port()
+    config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    with Daemon(config) as daemon:
+        wait_for(lambda: _get(base + "/healthz")[0] == 200, what="status listener")
+        size = _drop(tmp_path, "episode.wav").stat().st_size
+        wait_for(lambda: jobs_in(tmp_path, q.DONE), what="done job")
+        status, text = _get(base + "/metrics")
+        assert daemon.stop() == 0
+    assert status == 200
+    metrics = _samples(text)
+    assert metrics[("ingestd_jobs", (("state", "done"),))] == 1
+    assert metrics[("ingestd_jobs", (("state", "queued"),))] == 0
+    assert metrics[("ingestd_uploaded_bytes_total", ())] == size
+    assert metrics[("ingestd_part_upload_seconds_count", ())] == 1
+    assert metrics[("ingestd_api_request_seconds_count", (("endpoint", "POST /media/create"),))] == 1
+    assert metrics[("ingestd_api_request_seconds_count", (("endpoint", "GET /media/{id}"),))] >= 1
+    assert metrics[("ingestd_last_success_timestamp_seconds", ())] > 0
+    assert metrics[("ingestd_api_paused", ())] == 0
+    assert not [k for k in metrics if k[0] == "ingestd_api_errors_total"]
+
+
+def test_api_errors_are_counted_by_class(tmp_path, emulator):
+    port = _free_port()
+    config = make_config(tmp_path, emulator.base_url, token="not-the-token", status={"listen": f"127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    with Daemon(config) as daemon:
+        _drop(tmp_path, "episode.wav")
+        wait_for(lambda: jobs_in(tmp_path, q.HELD), what="job held for its credentials")
+        metrics = _samples(_get(base + "/metrics")[1])
+        assert daemon.stop() == 0
+    assert metrics[("ingestd_jobs", (("state", "held"),))] == 1
+    errors = {dict(k[1])["error_class"]: v for k, v in metrics.items() if k[0] == "ingestd_api_errors_total"}
+    assert errors == {"auth": 1}
+
+
+def test_healthz_turns_503_when_the_main_loop_stalls(tmp_path, emulator):
+    port = _free_port()
+    config = load_config(make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"}))
+    service = Service(config)
+    server = StatusServer(config.status.listen, service)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        service.heartbeat()
+        assert _get(url) == (200, "ok\n")
+        service.stall_after = 0.2  # the main loop is not running here: nothing ticks
+        status, body = wait_for(lambda: (r := _get(url))[0] == 503 and r, timeout=5, what="503")
+        assert body.startswith("stalled")
+        service.heartbeat()
+        service.stall_after = 60
+        for _ in range(5):
+            service.breaker.failure()  # five transient failures in a row open the breaker
+        assert _get(url) == (200, "ok; API unreachable, paused\n")
+    finally:
+        server.stop()
+        service.client.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_status_page_in_a_browser(tmp_path, emulator):
+    port = _free_port()
+    config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
+    with Daemon(config) as daemon:
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="status listener")
+        (tmp_path / "inbox" / "notes <draft>.mp3").write_bytes(b"meeting notes, not audio\n" * 40)
+        _drop(tmp_path, "good & proper.wav")
+        wait_for(lambda: jobs_in(tmp_path, q.DONE) and jobs_in(tmp_path, q.FAILED), what="one done, one failed")
+        [failed] = jobs_in(tmp_path, q.FAILED)
+        profile = tmp_path / "chromium-profile"
+        result = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--dump-dom", f"http://127.0.0.1:{port}/"],
+            capture_output=True, text=True, timeout=90,
+        )
+        assert daemon.stop() == 0
+    dom = result.stdout
+    assert "<title>ingestd status</title>" in dom, result.stderr[-2000:]
+    assert re.search(r'<tr id="count-done"><td>done</td><td>1</td></tr>', dom)
+    assert re.search(r'<tr id="count-failed"><td>failed</td><td>1</td></tr>', dom)
+    # The file name is text, not markup: the browser made no <draft> element of it.
+    assert "notes &lt;draft&gt;.mp3" in dom
+    assert "<draft>" not in dom
+    assert "good &amp; proper.wav" in dom
+    reason = failed.error.split(" — ")[0]
+    assert reason and reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in dom
+    assert f"<td>{tmp_path / 'inbox'}</td><td>watching</td>" in dom
