@@ -1,0 +1,91 @@
+"""Figure 1: one large file to the emulator over loopback, ingestd against the curl recipe.
+
+The baseline does what the API documentation's recipe does: cut the file into parts
+with ``dd``, ``md5sum`` each part, send each with ``curl -F``, then complete with
+curl. ``ingestd upload`` runs the whole pipeline (probe, cost check, create, parts,
+complete, transcode poll). Contenders alternate, each against a fresh emulator
+process, and both read the source from the page cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from . import MIB, EmulatorProcess, Row, Scale, ingestd_command, log, mb_per_s, median, read_through, run_measured, write_config, write_wav
+
+CHUNK = 50 * MIB
+TARGET_RATIO = 1.5
+
+
+def curl_recipe(base_url: str, source: Path, work: Path, chunk: int = CHUNK) -> None:
+    """The seed's shell recipe, step by step, as a script would run it."""
+    auth = ["-H", "Authorization: Bearer test-token"]
+    created = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", *auth, "-H", "Content-Type: application/json",
+         "-d", json.dumps({"type": "audio", "title": source.stem}), f"{base_url}/media/create"],
+        check=True, capture_output=True, text=True,
+    )
+    media_id = json.loads(created.stdout)["data"]["id"]
+    total = source.stat().st_size
+    for index, start in enumerate(range(0, total, chunk)):
+        length = min(chunk, total - start)
+        part = work / f"part.{index}"
+        subprocess.run(["dd", f"if={source}", f"of={part}", "bs=1M", f"skip={start}", f"count={length}",
+                        "iflag=skip_bytes,count_bytes", "status=none"], check=True)
+        md5 = subprocess.run(["md5sum", str(part)], check=True, capture_output=True, text=True).stdout.split()[0]
+        subprocess.run(
+            ["curl", "-sS", "--fail-with-body", "-o", "/dev/null", *auth,
+             "-H", f"Content-Range: bytes {start}-{start + length - 1}/{total}",
+             "-F", f"file=@{part}", "-F", f"index={index}", "-F", f"hash={md5}", f"{base_url}/media/{media_id}/part"],
+            check=True,
+        )
+        part.unlink()
+    subprocess.run(["curl", "-sS", "--fail-with-body", "-o", "/dev/null", *auth, f"{base_url}/media/{media_id}/complete"], check=True)
+
+
+def run(scale: Scale) -> list[Row]:
+    if shutil.which("curl") is None:
+        raise RuntimeError("the throughput baseline needs curl on PATH")
+    size = scale.pick(1024 * MIB, 256 * MIB)
+    rounds = scale.pick(3, 2)
+    rates: dict[str, list[float]] = {"curl recipe": [], "ingestd": [], "ingestd parallel_parts=2": []}
+    with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as scratch:
+        root = Path(scratch)
+        (root / "src").mkdir()
+        source = write_wav(root / "src" / "master.wav", size)
+        read_through(source)
+        contenders = list(rates)
+        for round_no in range(rounds):
+            # Rotate the order so no contender always runs first (or last) in a round.
+            order = contenders[round_no % 3:] + contenders[:round_no % 3]
+            for name in order:
+                run_dir = root / f"run-{round_no}-{contenders.index(name)}"
+                with EmulatorProcess(run_dir / "emulator") as emulator:
+                    if name == "curl recipe":
+                        (run_dir / "parts").mkdir()
+                        started = time.perf_counter()
+                        curl_recipe(emulator.base_url, source, run_dir / "parts")
+                        seconds = time.perf_counter() - started
+                    else:
+                        parallel = 2 if "parallel" in name else 1
+                        config = write_config(run_dir, emulator.base_url,
+                                              upload={"chunk_size": CHUNK, "parallel_parts": parallel, "workers": 1})
+                        measured = run_measured(ingestd_command("upload", "--config", str(config), str(source)),
+                                                log_path=run_dir / "upload.log")
+                        if measured.returncode != 0:
+                            raise RuntimeError(f"ingestd upload failed; see {run_dir / 'upload.log'}")
+                        seconds = measured.seconds
+                rates[name].append(mb_per_s(size, seconds))
+                log(f"throughput round {round_no + 1}/{rounds}: {name} {rates[name][-1]:.0f} MB/s")
+                shutil.rmtree(run_dir)
+    baseline = median(rates["curl recipe"])
+    rows = [Row("throughput", f"{size // MIB} MiB, 50 MiB parts: {name}", f"{median(values):.0f} MB/s") for name, values in rates.items()]
+    for name in ("ingestd", "ingestd parallel_parts=2"):
+        ratio = median(rates[name]) / baseline
+        rows.append(Row("throughput", f"{name} / curl recipe", f"{ratio:.2f}×", f"≥ {TARGET_RATIO}×", ratio >= TARGET_RATIO))
+    return rows
