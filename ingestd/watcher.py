@@ -212,7 +212,7 @@ class Watcher:
             try:
                 self._tick()
             except Exception:
-                log.exception("watcher tick failed")
+                log.exception("watcher_tick_failed")
 
     def _tick(self) -> None:
         self._check_folders()
@@ -258,7 +258,7 @@ class Watcher:
 
     def _pause(self, watch: _FolderWatch, reason: str) -> None:
         if watch.paused is None:
-            log.warning("folder paused; its files are kept until it is back", folder=str(watch.folder.path),
+            log.warning("folder_paused", folder=str(watch.folder.path),
                         reason=reason)
             watch.paused_at = time.monotonic()
             self._stop_observer(watch)
@@ -277,9 +277,9 @@ class Watcher:
                         c.first_seen += away
                         if c.ready_at is not None:
                             c.ready_at += away
-            log.info("folder resumed", folder=str(watch.folder.path), state=watch.state)
+            log.info("folder_resumed", folder=str(watch.folder.path), state=watch.state)
         else:
-            log.info("folder replaced or remounted; watching it again", folder=str(watch.folder.path))
+            log.info("folder_remounted", folder=str(watch.folder.path))
         self._scan_folder(watch)
 
     def _start_observer(self, watch: _FolderWatch, st: os.stat_result) -> None:
@@ -293,7 +293,7 @@ class Watcher:
         except OSError as exc:
             if kind != "native" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise
-            log.warning("inotify limit reached; polling this folder instead", folder=str(folder.path),
+            log.warning("inotify_limit_polling_instead", folder=str(folder.path),
                         error=str(exc), fix=self.check_inotify_limits())
             kind = "polling"
             observer = _make_observer(kind, folder)
@@ -314,7 +314,7 @@ class Watcher:
             observer.stop()
             observer.join(timeout=5)
         except Exception:
-            log.exception("stopping the observer failed", folder=str(watch.folder.path))
+            log.exception("observer_stop_failed", folder=str(watch.folder.path))
 
     # -- finding candidates ----------------------------------------------------------------
 
@@ -386,7 +386,7 @@ class Watcher:
                 with os.scandir(directory) as listing:
                     entries = list(listing)
             except OSError as exc:
-                log.warning("cannot read directory", directory=directory, error=exc.strerror or str(exc))
+                log.warning("directory_unreadable", directory=directory, error=exc.strerror or str(exc))
                 complete = False
                 continue
             for entry in entries:
@@ -461,7 +461,7 @@ class Watcher:
             try:
                 outcome = self._judge(candidate)
             except Exception:
-                log.exception("judging a file failed", path=str(candidate.path))
+                log.exception("readiness_check_failed", path=str(candidate.path))
                 continue
             if outcome is not None:
                 self._hand_on(candidate, outcome)
@@ -547,7 +547,7 @@ class Watcher:
         try:
             return self._is_complete(path)
         except Exception as exc:
-            log.debug("completeness check failed; relying on settle", path=str(path), error=str(exc))
+            log.debug("completeness_check_failed", path=str(path), error=str(exc))
             return None
 
     def _drop(self, c: _Candidate) -> None:
@@ -562,18 +562,18 @@ class Watcher:
                                                at=time.monotonic())
         try:
             if self._is_known(c.path):
-                log.debug("already queued", path=str(c.path))
+                log.debug("file_already_queued", path=str(c.path))
                 return
             if isinstance(outcome, ReadyFile):
-                log.info("file ready", path=str(c.path), size=outcome.size,
+                log.info("file_ready", path=str(c.path), size=outcome.size,
                          sidecar=str(outcome.sidecar) if outcome.sidecar else None)
                 self._on_ready(outcome)
             else:
-                log.warning("file stalled", path=str(c.path), reason=outcome)
+                log.warning("file_stalled", path=str(c.path), reason=outcome)
                 self._on_stalled(c.path, c.watch.folder, outcome)
         except Exception:
             # Not handed on after all: the next rescan offers it again.
-            log.exception("handing on a file failed; it will be offered again", path=str(c.path))
+            log.exception("file_handoff_failed", path=str(c.path))
             with self._lock:
                 self._reported.pop(c.path, None)
 
@@ -587,7 +587,7 @@ class _EventHandler(FileSystemEventHandler):
         try:
             self._watcher._nudge_event(self._watch, event)
         except Exception:
-            log.exception("handling a filesystem event failed", event=repr(event))
+            log.exception("event_handling_failed", event=repr(event))
 
 
 def _make_observer(kind: ObserverKind, folder: FolderConfig) -> BaseObserver:
