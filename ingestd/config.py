@@ -117,6 +117,12 @@ class UploadConfig(_Model):
     max_cost_usd: float | None = Field(default=None, ge=0)
     # The seed states no upper bound; this guards against a runaway file (e.g. a recorder left running).
     max_file_size: Size = 50 * 1024**3
+    # Transient failures wait retry_delay, doubling per attempt up to retry_delay_max (a 429's wait is a floor).
+    retry_delay: Duration = Field(default=2.0, gt=0)
+    retry_delay_max: Duration = Field(default=600.0, gt=0)
+    # After consecutive failures across all jobs the API counts as down: every worker pauses, no attempt is spent.
+    outage_pause: Duration = Field(default=30.0, gt=0)
+    budget_recheck: Duration = Field(default=600.0, gt=0)
 
     @field_validator("chunk_size")
     @classmethod

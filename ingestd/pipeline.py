@@ -28,7 +28,7 @@ import structlog
 
 from . import crashpoints, filing, queue as q
 from .client import Part, StreamClient, plan_parts
-from .config import Config, FolderConfig
+from .config import Config, FolderConfig, UploadConfig
 from .errors import APIError, AuthError, NotFoundError, RejectedError, RenderError, SourceChangedError, TransientError
 from .media_schema import CreateRequest, UpdateRequest
 from .probe import ProbeError, probe
@@ -37,10 +37,7 @@ from .sidecar import SidecarError, find_sidecar, load_sidecar
 
 log = structlog.get_logger("ingestd.pipeline")
 
-BACKOFF_BASE = 2.0
-BACKOFF_CAP = 600.0
 FILING_RETRY = 60.0
-BUDGET_RECHECK = 600.0
 POLL_CAP = 300.0
 PART_SEND_TRIES = 3
 
@@ -71,6 +68,10 @@ class _Reschedule(Exception):
 
 class Breaker:
     """Opens after consecutive transient failures across all jobs, so an API outage doesn't burn every job's attempts."""
+
+    @classmethod
+    def for_upload(cls, upload: UploadConfig) -> Breaker:
+        return cls(cooldown=upload.outage_pause, max_cooldown=max(upload.outage_pause, upload.retry_delay_max))
 
     def __init__(self, threshold: int = 5, cooldown: float = 30.0, max_cooldown: float = 600.0):
         self.threshold = threshold
@@ -120,7 +121,7 @@ class Pipeline:
         self.config = config
         self.queue = queue
         self.client = client
-        self.breaker = breaker or Breaker()
+        self.breaker = breaker or Breaker.for_upload(config.upload)
         self.on_progress = on_progress
         self.rng = rng or random.Random()
         # Set when the daemon stops: parts in flight finish, no new part starts.
@@ -156,8 +157,7 @@ class Pipeline:
         except JobFailed as failed:
             self._fail(self.queue.get(job.id), failed, bound)
         except AuthError as exc:
-            bound.error("credentials_rejected", status=exc.status_code, message=exc.message)
-            self.queue.hold(job.id, f"auth: the API rejected the credentials ({exc.status_code}: {exc.message}); fix api.token or the key pair, then reload")
+            self._hold_for_credentials(job, exc, bound)
         except TransientError as exc:
             self._retry_later(self.queue.get(job.id), exc, bound)
         except RejectedError as exc:
@@ -233,11 +233,11 @@ class Pipeline:
             if limit is None:
                 bound.warning("cost_unavailable", error=exc.message)
                 return
-            raise JobHeld(f"budget: the transcode price could not be checked ({exc.message})", BUDGET_RECHECK) from exc
+            raise JobHeld(f"budget: the transcode price could not be checked ({exc.message})", self.config.upload.budget_recheck) from exc
         if not cost.is_enough:
-            raise JobHeld(f"budget: the account balance does not cover the transcode price of ${cost.price:.2f}", BUDGET_RECHECK)
+            raise JobHeld(f"budget: the account balance does not cover the transcode price of ${cost.price:.2f}", self.config.upload.budget_recheck)
         if limit is not None and cost.price > limit:
-            raise JobHeld(f"budget: transcoding costs ${cost.price:.2f}, more than upload.max_cost_usd (${limit:.2f})", BUDGET_RECHECK)
+            raise JobHeld(f"budget: transcoding costs ${cost.price:.2f}, more than upload.max_cost_usd (${limit:.2f})", self.config.upload.budget_recheck)
         bound.info("cost_checked", price=cost.price)
 
     def _create(self, job: q.Job, owner: str, bound) -> None:
@@ -373,9 +373,19 @@ class Pipeline:
         target = Path(job.final_path) if job.final_path else filing.destination(dest_dir, job.relpath, job.id)
         if not job.final_path:
             self.queue.update(job.id, final_path=str(target))
+        if failed and job.media_id and not self.config.keep_failed_media:
+            # Deleted here, at the one stage every failure passes through, so a lost DELETE is retried with the job.
+            self._delete_media(job.media_id, bound)
+        source = Path(job.path)
+        if not source.exists() and not source.is_symlink() and not target.exists():
+            # Deleted by someone while it was ours: nothing to move, and a report beside nothing would mislead.
+            bound.warning("file_vanished_before_filing")
+            self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome)
+            return
         report = self._error_report(job) if failed else self._done_report(job)
-        filing.file_away(source=Path(job.path), sidecar=Path(job.sidecar) if job.sidecar else None, target=target,
+        filing.file_away(source=source, sidecar=Path(job.sidecar) if job.sidecar else None, target=target,
                          report=report, failed=failed)
+        crashpoints.reach("after_move")
         self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), final_path=str(target), outcome=job.outcome)
         if failed:
             bound.error("job_failed", reason=job.error, moved_to=str(target))
@@ -387,22 +397,28 @@ class Pipeline:
     def _fail(self, job: q.Job, failed: JobFailed, bound) -> None:
         reason = failed.reason + (f" — {failed.hint}" if failed.hint else "")
         bound.warning("job_failing", reason=reason)
-        if job.media_id and not self.config.keep_failed_media:
-            self._delete_media(job.media_id, bound)
         self.queue.update(job.id, stage=q.FILE, outcome=q.FAILED, error=reason, event="failing", detail={"reason": reason})
         try:
             self._file(self.queue.get(job.id), "", bound)
         except filing.FilingError as exc:
             bound.error("filing_failed", error=str(exc))
             self.queue.release(job.id, delay=FILING_RETRY, refund_attempt=True, event="filing_blocked")
+        except TransientError as exc:
+            # The media's DELETE did not get through: the job stays at filing and tries again.
+            self._retry_later(self.queue.get(job.id), exc, bound)
+        except AuthError as exc:
+            self._hold_for_credentials(job, exc, bound)
 
     def cancel(self, job: q.Job) -> None:
         """Stop a claimed job for good: its media is deleted (unless kept) and the file goes to the failed folder."""
         bound = log.bind(job_id=job.id, path=job.path)
-        if job.media_id and not self.config.keep_failed_media:
-            self._delete_media(job.media_id, bound)
         self.queue.update(job.id, stage=q.FILE, outcome=q.CANCELLED, error="cancelled by the operator", event="cancelling")
-        self._file(self.queue.get(job.id), "", bound)
+        try:
+            self._file(self.queue.get(job.id), "", bound)
+        except (APIError, filing.FilingError):
+            # Recorded as cancelled already: the daemon finishes deleting and filing it.
+            self.queue.release(job.id, delay=0)
+            raise
 
     def _skip_duplicate(self, job: q.Job, earlier: q.Job, bound) -> None:
         bound.info("duplicate_skipped", earlier_job=earlier.id, earlier_media_id=earlier.media_id)
@@ -410,13 +426,23 @@ class Pipeline:
                           error=f"same content as job {earlier.id} (media {earlier.media_id or 'not created yet'}); not uploaded again")
         self._file(self.queue.get(job.id), "", bound)
 
+    def _hold_for_credentials(self, job: q.Job, exc: AuthError, bound) -> None:
+        bound.error("credentials_rejected", status=exc.status_code, message=exc.message)
+        self.queue.hold(job.id, f"auth: the API rejected the credentials ({exc.status_code}: {exc.message});"
+                                " fix api.token or the key pair, then reload")
+
     def _retry_later(self, job: q.Job, exc: TransientError, bound) -> None:
         outage = self.breaker.failure()
-        if job.attempts >= self.config.upload.max_attempts and not outage:
+        upload = self.config.upload
+        # A job already failing only has its media's DELETE left: giving up on that would orphan the media.
+        failing = job.stage == q.FILE
+        if job.attempts >= upload.max_attempts and not outage and not failing:
             self._fail(job, JobFailed(f"gave up after {job.attempts} attempts; last error: {exc}"), bound)
             return
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(job.attempts - 1, 0)) * self.rng.uniform(0.5, 1.0)
+        # Full exponential backoff, capped, with jitter so jobs that failed together don't retry together.
+        delay = min(upload.retry_delay_max, upload.retry_delay * 2 ** max(job.attempts - 1, 0)) * self.rng.uniform(0.5, 1.0)
         if exc.retry_after:
+            # The server's own wait (429 retry-after) is a floor, not a replacement for the backoff.
             delay = max(delay, exc.retry_after)
         if outage:
             delay = max(delay, self.breaker.seconds_left())
@@ -424,13 +450,19 @@ class Pipeline:
         self.queue.release(job.id, delay=delay, error=str(exc), refund_attempt=outage)
 
     def _delete_media(self, media_id: str, bound) -> None:
+        """Delete a media of ours; gone already is fine, any other failure is the caller's to retry."""
         try:
             self.client.delete_media(media_id)
-            bound.info("media_deleted", media_id=media_id)
         except NotFoundError:
-            pass
+            return
+        except RejectedError as exc:
+            # Refused for a reason a retry would not change: say so, and leave the media to the operator.
+            bound.error("media_delete_refused", media_id=media_id, error=str(exc))
+            return
         except APIError as exc:
-            bound.error("media_delete_failed", media_id=media_id, error=str(exc))
+            bound.warning("media_delete_failed", media_id=media_id, error=str(exc))
+            raise
+        bound.info("media_deleted", media_id=media_id)
 
     def _ensure_unchanged(self, job: q.Job, bound) -> None:
         """A file written to after its upload began must not be published half old: start over on a fresh media."""

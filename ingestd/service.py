@@ -167,7 +167,9 @@ class Service:
             log.info("held_jobs_rechecked", count=resumed)
         for job in self.queue.list(states=(q.QUEUED,), limit=1_000_000):
             if job.stage != q.FILE and not os.path.lexists(job.path):
-                self.queue.finish(job.id, q.FAILED, error="the file disappeared while ingestd was not running")
+                # Through the filing stage, which deletes a media the job may already have created.
+                self.queue.update(job.id, stage=q.FILE, outcome=q.FAILED, event="file_vanished",
+                                  error="the file disappeared while ingestd was not running")
                 log.warning("file_vanished", job_id=job.id, path=job.path)
         log.info("reconciled", seconds=round(time.time() - now, 3), counts=self.queue.counts())
 

@@ -15,6 +15,8 @@ import yaml
 
 from ingestd import queue as q
 
+from .audio import write_wav, write_wav_of_size
+
 T = TypeVar("T")
 
 PRESETS = {
@@ -111,3 +113,16 @@ def jobs_in(root: Path, state: str) -> list[q.Job]:
     if not path.exists():
         return []
     return queue_of(root).list(states=(state,), limit=10_000)
+
+
+def drop(root: Path, name: str, *, size: int | None = None, seconds: float = 1.0) -> Path:
+    """A real WAV written beside ``root/inbox``, then renamed in whole, as a careful copy tool does."""
+    staging = root / "staging" / name
+    if size:
+        write_wav_of_size(staging, size)
+    else:
+        write_wav(staging, seconds)
+    target = root / "inbox" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, target)
+    return target
