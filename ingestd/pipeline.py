@@ -145,8 +145,13 @@ class Pipeline:
         try:
             while job.state == q.RUNNING:
                 bound = bound.bind(stage=job.stage, media_id=job.media_id)
-                steps[job.stage](job, owner, bound)
+                stage = job.stage
+                steps[stage](job, owner, bound)
                 job = self.queue.get(job.id)
+                if job.stage != stage and job.attempts > 1:
+                    # upload.max_attempts counts the tries of one step: a step that succeeded starts the count over.
+                    self.queue.update(job.id, attempts=1)
+                    job.attempts = 1
         except _Stop:
             pass
         except _Reschedule as wait:

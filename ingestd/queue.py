@@ -349,7 +349,9 @@ class JobQueue:
                 "INSERT OR REPLACE INTO parts (job_id, idx, start, length, md5, acked_at) VALUES (?,?,?,?,?,?)",
                 (job_id, index, start, length, md5, time.time()),
             )
-            db.execute("UPDATE jobs SET bytes_sent = bytes_sent + ?, updated_at = ? WHERE id = ?", (length, time.time(), job_id))
+            # An acknowledged part is progress: the upload step's tries start over.
+            db.execute("UPDATE jobs SET bytes_sent = bytes_sent + ?, attempts = MIN(attempts, 1), updated_at = ? WHERE id = ?",
+                       (length, time.time(), job_id))
 
     def forget_parts(self, job_id: str, indexes: list[int] | None = None) -> None:
         with self._write() as db:

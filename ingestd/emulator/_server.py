@@ -165,6 +165,20 @@ def _validated(model: type[CreateRequest] | type[UpdateRequest], data: Any) -> A
         raise Problem(400, "; ".join(describe_validation_error(exc))) from None
 
 
+def _endpoint(method: str, path: str) -> str | None:
+    """The endpoint a request is for, as named in ``Faults.endpoints``."""
+    rest = path.split("/")[3:] if path.startswith("/api/media") else None
+    if rest is None:
+        return None
+    if not rest or rest == [""]:
+        return "list"
+    if rest[0] in ("create", "cost"):
+        return rest[0]
+    if len(rest) == 1:
+        return {"GET": "get", "PATCH": "update", "DELETE": "delete"}.get(method)
+    return rest[1] if rest[1] in ("part", "complete") else None
+
+
 def _media_id(text: str) -> str:
     try:
         parsed = uuid.UUID(text)
@@ -301,6 +315,7 @@ class Emulator:
                 "rate_limited": rng.random() < faults.rate_limited,
                 "slow": rng.random() < faults.slow,
                 "drop": rng.random() < faults.drop_after_commit,
+                "bad_hash": rng.random() < faults.part_hash_mismatch,
             }
 
     def _transcode_fails(self) -> bool:
@@ -336,6 +351,9 @@ class Emulator:
         if retry_after is not None:
             return _Answer(429, {"status": "error", "message": "rate limit exceeded"}, retry_after=retry_after), False
         faults = self._draw_faults()
+        selected = self.settings.faults.endpoints
+        if selected is not None and _endpoint(handler.command, urlsplit(handler.path).path) not in selected:
+            faults = dict.fromkeys(faults, False)
         if faults["server_error"]:
             return _error(500, "internal server error"), False
         if faults["rate_limited"]:
@@ -343,6 +361,8 @@ class Emulator:
         account = self._authenticate(handler.headers)
         if account is None:
             answer = _error(401, "missing or invalid credentials")
+        elif faults["bad_hash"] and _endpoint(handler.command, urlsplit(handler.path).path) == "part":
+            answer = _error(400, "hash mismatch")
         else:
             try:
                 answer = self._route(handler, body, account)

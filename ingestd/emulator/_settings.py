@@ -26,7 +26,10 @@ class Faults:
     ``server_error`` and ``rate_limited`` answer before the request takes effect;
     ``drop_after_commit`` performs the request and then closes the connection without
     answering; ``slow`` waits ``slow_seconds`` before answering; ``transcode_fail``
-    is the share of completed uploads that end in ``fail``.
+    is the share of completed uploads that end in ``fail``; ``part_hash_mismatch``
+    is the share of parts refused with ``400 hash mismatch`` as if damaged on the way.
+    ``endpoints``, when set, limits the request faults to those endpoints:
+    ``list``, ``create``, ``cost``, ``get``, ``update``, ``delete``, ``part``, ``complete``.
     """
 
     seed: int = 0
@@ -36,6 +39,8 @@ class Faults:
     slow: float = 0.0
     slow_seconds: float = 2.0
     transcode_fail: float = 0.0
+    part_hash_mismatch: float = 0.0
+    endpoints: frozenset[str] | None = None
 
 
 @dataclass
