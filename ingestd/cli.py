@@ -187,7 +187,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         _print_json(data)
     else:
         print(format_explanation(data))
-    return EX_OK
+    # No matching rule (or no file): the daemon would fail this file.
+    return EX_FAILURE if data.get("error") else EX_OK
 
 
 def cmd_upload(args: argparse.Namespace) -> int:

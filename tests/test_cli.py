@@ -1,0 +1,196 @@
+"""The ``ingestd`` command in-process, against the emulator and a real queue."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ingestd import queue as q
+from ingestd.cli import build_parser, main
+from ingestd.client import StreamClient
+from ingestd.media_schema import CreateRequest
+
+from .audio import write_wav
+from .daemon import Daemon, jobs_in, make_config, queue_of, wait_for
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _drop(tmp_path, name, seconds=1.0):
+    staging = tmp_path / "staging" / name
+    write_wav(staging, seconds)
+    target = tmp_path / "inbox" / name
+    staging.rename(target)
+    return target
+
+
+@pytest.fixture
+def seeded(emulator):
+    """Five media with distinct titles, tags and metadata, created through the API."""
+    with StreamClient(emulator.base_url, token="test-token") as client:
+        ids = [client.create_media(CreateRequest(
+            type="audio", title=f"Show {n}", description="a talk show" if n % 2 else "music",
+            tags=["even" if n % 2 == 0 else "odd"], metadata=[{"key": "n", "value": str(n)}],
+        )).id for n in range(5)]
+    return ids
+
+
+def test_help_of_every_command():
+    parser = build_parser()
+    commands = [[]]
+    for action in parser._subparsers._group_actions:
+        for name, sub in action.choices.items():
+            commands.append([name])
+            nested = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
+            commands += [[name, child] for a in nested for child in a.choices]
+    assert ["media", "cost"] in commands and ["jobs", "retry"] in commands
+    for argv in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--help"])
+        assert exit_.value.code == 0, argv
+
+
+def test_check_config_ok_and_78_with_locations(tmp_path, emulator, capsys):
+    config = make_config(tmp_path, emulator.base_url)
+    code, out, _ = run(capsys, "check-config", "--config", str(config))
+    assert code == 0 and "OK" in out
+    config.write_text(config.read_text().replace("workers: 2", "workers: many"))
+    code, _, err = run(capsys, "check-config", "--config", str(config))
+    assert code == 78
+    assert re.search(rf"^{re.escape(str(config))}:\d+: upload\.workers: ", err, re.M), err
+
+
+def test_explain_names_the_rule_and_fails_when_none_matches(tmp_path, emulator, capsys):
+    rules = [{"name": "episodes", "match": {"regex": r"^(?P<show>.+)_ep(?P<ep>\d+)\.wav$"}, "title": "{show} #{ep}"}]
+    config = make_config(tmp_path, emulator.base_url, rules=rules)
+    matching, other = tmp_path / "inbox" / "talk_ep3.wav", tmp_path / "inbox" / "random.wav"
+    write_wav(matching, 0.5)
+    write_wav(other, 0.5)
+    code, out, _ = run(capsys, "explain", str(matching), "--config", str(config), "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert data["request"]["title"] == "talk #3"
+    code, out, _ = run(capsys, "explain", str(other), "--config", str(config))
+    assert code == 1
+    assert "episodes" in out
+
+
+def test_status_and_jobs_with_ingestd_config(tmp_path, emulator, capsys, monkeypatch):
+    config = make_config(tmp_path, emulator.base_url)
+    monkeypatch.setenv("INGESTD_CONFIG", str(config))
+    with Daemon(config) as daemon:
+        _drop(tmp_path, "one.wav")
+        [job] = wait_for(lambda: jobs_in(tmp_path, q.DONE), what="done job")
+        assert daemon.stop() == 0
+    code, out, _ = run(capsys, "status", "--json")
+    assert code == 0 and json.loads(out)["counts"]["done"] == 1
+    code, out, _ = run(capsys, "status")
+    assert re.search(r"^done\s+1$", out, re.M)
+    code, out, _ = run(capsys, "jobs", "list", "--json")
+    assert [j["id"] for j in json.loads(out)] == [job.id]
+    code, out, _ = run(capsys, "jobs", "list")
+    assert job.id[:12] in out and "one.wav" in out
+    code, out, _ = run(capsys, "jobs", "show", job.id[:8], "--json")
+    shown = json.loads(out)
+    assert shown["media_id"] == job.media_id
+    assert [e["event"] for e in shown["events"]][0] == "enqueued"
+    code, _, err = run(capsys, "jobs", "show", "nope")
+    assert code == 1 and "no job matches" in err
+    monkeypatch.delenv("INGESTD_CONFIG")
+    code, _, err = run(capsys, "status")
+    assert code == 1 and "INGESTD_CONFIG" in err
+
+
+def test_retry_brings_a_failed_file_back_and_it_succeeds(tmp_path, emulator, capsys):
+    config = make_config(tmp_path, emulator.base_url)
+    emulator.settings.faults.transcode_fail = 1.0
+    with Daemon(config) as daemon:
+        _drop(tmp_path, "flaky.wav")
+        [failed] = wait_for(lambda: jobs_in(tmp_path, q.FAILED), what="failed job")
+        assert (tmp_path / "failed" / "flaky.wav.error.json").exists()
+        emulator.settings.faults.transcode_fail = 0.0
+        code, out, _ = run(capsys, "jobs", "retry", failed.id[:12], "--config", str(config))
+        assert code == 0 and "queued again" in out
+        assert not (tmp_path / "failed" / "flaky.wav").exists()
+        assert not (tmp_path / "failed" / "flaky.wav.error.json").exists()
+        [done] = wait_for(lambda: jobs_in(tmp_path, q.DONE), what="retried job done")
+        assert daemon.stop() == 0
+    assert done.id == failed.id
+    assert (tmp_path / "done" / "flaky.wav").exists()
+    assert [m["status"] for m in emulator.all_media()] == ["done"]
+
+
+def test_cancel_deletes_the_media_and_files_the_source_as_failed(tmp_path, emulator, capsys):
+    config = make_config(tmp_path, emulator.base_url)
+    emulator.settings.transcode_delay = 600  # stays transcoding
+    with Daemon(config) as daemon:
+        _drop(tmp_path, "long-transcode.wav")
+        wait_for(lambda: (jobs := queue_of(tmp_path).list()) and jobs[0].stage == q.TRANSCODE, what="transcoding")
+        assert daemon.stop() == 0
+    [job] = queue_of(tmp_path).list()
+    assert [m["id"] for m in emulator.all_media()] == [job.media_id]
+    code, out, _ = run(capsys, "jobs", "cancel", job.id, "--config", str(config))
+    assert code == 0 and "cancelled" in out
+    assert emulator.all_media() == []
+    assert queue_of(tmp_path).get(job.id).state == q.CANCELLED
+    assert (tmp_path / "failed" / "long-transcode.wav").exists()
+    code, _, err = run(capsys, "jobs", "cancel", job.id, "--config", str(config))
+    assert code == 1 and "already cancelled" in err
+
+
+def test_media_list_filters_and_pages(tmp_path, emulator, seeded, capsys):
+    config = str(make_config(tmp_path, emulator.base_url))
+
+    def titles(*argv):
+        code, out, _ = run(capsys, "media", "list", "--config", config, "--json", *argv)
+        assert code == 0
+        return [m["title"] for m in json.loads(out)]
+
+    assert sorted(titles()) == [f"Show {n}" for n in range(5)]
+    assert sorted(titles("--tag", "odd")) == ["Show 1", "Show 3"]
+    assert titles("--meta", "n=4") == ["Show 4"]
+    assert sorted(titles("--search", "talk")) == ["Show 1", "Show 3"]
+    assert titles("--sort-by", "title", "--order", "desc") == [f"Show {n}" for n in (4, 3, 2, 1, 0)]
+    assert titles("--status", "done") == []
+    assert len(titles("--limit", "2")) == 2
+    assert sorted(titles("--limit", "2", "--all")) == [f"Show {n}" for n in range(5)]
+    code, out, _ = run(capsys, "media", "list", "--config", config, "--limit", "2", "--sort-by", "title", "--order", "asc")
+    assert out.splitlines()[0].split() == ["id", "status", "seconds", "bytes", "title"]
+    assert "Show 0" in out and "(2 of 5; --all lists every page)" in out
+    code, _, err = run(capsys, "media", "list", "--config", config, "--meta", "novalue")
+    assert code == 1 and "KEY=VALUE" in err
+
+
+def test_media_get_cost_update_delete(tmp_path, emulator, seeded, capsys):
+    config = str(make_config(tmp_path, emulator.base_url))
+    media_id = seeded[0]
+    code, out, _ = run(capsys, "media", "get", media_id, "--config", config, "--json")
+    assert code == 0 and json.loads(out)["title"] == "Show 0"
+    code, out, _ = run(capsys, "media", "get", media_id, "--config", config)
+    assert media_id in out and "Show 0" in out
+
+    code, out, _ = run(capsys, "media", "cost", "--duration", "600", "--qualities", "standard,highest", "--config", config, "--json")
+    cost = json.loads(out)
+    assert code == 0 and cost["price"] > 0 and cost["is_enough"] is True
+
+    code, out, _ = run(capsys, "media", "update", media_id, "--title", "Renamed", "--tag", "a", "--tag", "b",
+                       "--meta", "k=v", "--private", "--config", config)
+    assert code == 0
+    [media] = [m for m in emulator.all_media() if m["id"] == media_id]
+    assert (media["title"], media["tags"], media["is_public"]) == ("Renamed", ["a", "b"], False)
+    assert media["metadata"] == [{"key": "k", "value": "v"}]
+    code, _, err = run(capsys, "media", "update", media_id, "--config", config)
+    assert code == 1 and "nothing to update" in err
+
+    code, _, err = run(capsys, "media", "delete", media_id, "--config", config)
+    assert code == 1 and "--yes" in err
+    code, _, _ = run(capsys, "media", "delete", media_id, "--yes", "--config", config)
+    assert code == 0 and media_id not in [m["id"] for m in emulator.all_media()]
+    code, _, err = run(capsys, "media", "get", media_id, "--config", config)
+    assert code == 1 and "the API said" in err
