@@ -392,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except APIError as exc:
         print(f"ingestd: the API said: {exc}", file=sys.stderr)
         return EX_FAILURE
+    except IngestdError as exc:
+        print(f"ingestd: {exc}", file=sys.stderr)
+        return EX_FAILURE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
