@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -211,3 +213,75 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 def mb_per_s(size: int, seconds: float) -> float:
     return size / seconds / 1e6
+
+
+class DaemonProcess:
+    """``ingestd run`` with a ``NOTIFY_SOCKET`` of our own, so ``READY=1`` can be timed."""
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.notify_path = config.parent / "notify.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.notify_path))
+        self.log_path = config.parent / "daemon.log"
+        self.started = 0.0
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> DaemonProcess:
+        env = os.environ | {"NOTIFY_SOCKET": str(self.notify_path), "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as out:
+            self.started = time.perf_counter()
+            self.proc = subprocess.Popen(ingestd_command("run", "--config", str(self.config)), stdout=out,
+                                         stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Seconds from start to ``READY=1``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.notify.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                message = self.notify.recv(4096).decode(errors="replace")
+            except TimeoutError:
+                break
+            if "READY=1" in message.split("\n"):
+                return time.perf_counter() - self.started
+        raise TimeoutError(f"no READY=1 within {timeout:.0f}s; see {self.log_path}")
+
+    def peak_rss(self) -> int | None:
+        return vm_hwm(self.proc.pid) if self.proc else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.notify.close()
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def queue_counts(state_dir: Path) -> dict[str, int]:
+    """Jobs per state, read straight from the queue database (the daemon keeps it in WAL mode)."""
+    path = state_dir / "queue.sqlite3"
+    if not path.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+    except sqlite3.OperationalError:
+        return {}  # the daemon is still creating its tables
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a running process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -40,13 +40,14 @@ _HEX_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One handled request, for tests that count calls."""
+    """One handled request, for tests that count calls and benchmarks that time them."""
 
     method: str
     path: str
     status: int
     media_id: str | None = None
     dropped: bool = False
+    received_at: float = 0.0  # time.time() when the request line had been read
 
 
 @dataclass
@@ -93,6 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PATCH = do_DELETE = do_PUT = do_HEAD = do_OPTIONS = do_GET
 
     def _handle(self) -> None:
+        received_at = time.time()
         emulator = self.server.emulator
         body = Body(self.rfile, self.headers, MAX_PART_BODY)
         path = urlsplit(self.path).path
@@ -107,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("emulator failed on %s %s", self.command, path)
             answer = _Answer(500, {"status": "error", "message": "internal error"})
         keep_alive = body.drain()
-        emulator._record(RequestRecord(self.command, path, answer.status, answer.media_id, drop))
+        emulator._record(RequestRecord(self.command, path, answer.status, answer.media_id, drop, received_at))
         if drop:
             self.close_connection = True
             try:
