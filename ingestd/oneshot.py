@@ -7,11 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+from . import log as logsetup
 from . import queue as q
 from .client import StreamClient
 from .config import Config, RuleMatch
 from .errors import IngestdError
 from .pipeline import Pipeline
+from .service import secrets_of
 
 
 class ProgressBar:
@@ -66,6 +68,9 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
         print(f"ingestd: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 1
     config = _config_for_rule(config, rule)
+    # The progress bar is the report; log lines on stderr only when something goes wrong.
+    logsetup.configure(format=config.log.format, level="warning")
+    logsetup.redactor.update(secrets_of(config))
     folder = config.folder_for(path)
     root = folder.path if folder else path.parent
     queue = q.JobQueue(q.queue_path(config.state_dir))

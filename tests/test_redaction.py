@@ -71,6 +71,10 @@ def _exercise(root, config, env: dict[str, str], wrong_env: dict[str, str], monk
     outputs += [_cli("jobs", "show", "--json", job.id) for job in queue_of(root).list()]
     log = (root / "daemon.log").read_text()
     assert '"credentials_rejected"' in log, "the 401 was provoked and logged"
+    # The journal gets one JSON object per line; a job's events carry what it is about.
+    events = [json.loads(line) for line in log.splitlines()]
+    created = [e for e in events if e["event"] == "media_created"]
+    assert created and all({"job_id", "path", "stage", "attempt", "media_id", "timestamp", "level"} <= e.keys() for e in created)
     return outputs
 
 

@@ -29,7 +29,7 @@ def test_multi_part_upload_with_progress_waits_for_transcoding(tmp_path, emulato
     assert media["status"] == "done" and media["title"] == "master"
     assert emulator.media_file(media["id"]).read_bytes() == source.read_bytes()
     assert len([r for r in emulator.requests if r.path.endswith("/part") and r.status == 200]) == 3
-    assert f"hls_url: {media['assets']['hls_url']}" in result.stdout
+    assert result.stdout.splitlines() == [f"{key}: {media['assets'][key]}" for key in ("hls_url", "dash_url", "hls_player_url")]
     assert "12.0MiB/12.0MiB" in result.stderr and "ETA" in result.stderr
     assert f"media {media['id']}: transcoding" in result.stderr
     assert f"done: media {media['id']}" in result.stderr
