@@ -49,7 +49,7 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise FilingError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
@@ -87,10 +87,18 @@ def _copy_then_unlink(source: Path, target: Path) -> None:
         shutil.copystat(source, partial)
         os.replace(partial, target)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _discard(partial)
         raise
     _fsync_dir(target.parent)
     source.unlink()
+
+
+def _discard(path: Path) -> None:
+    """Remove a half-written file if there is one; failing to is never worth hiding the error that led here."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _fsync_dir(path: Path) -> None:

@@ -44,6 +44,11 @@ class SecretRedactor:
 redactor = SecretRedactor()
 
 
+def _not_watchdog_shutdown_race(record: logging.LogRecord) -> bool:
+    # watchdog reports an event read racing its own observer's stop as an error; nothing is lost.
+    return "called when the thread is inactive" not in record.getMessage()
+
+
 def configure(*, format: str = "auto", level: str = "info", stream=None) -> None:
     """``format``: ``json`` (one event per line), ``console``, or ``auto`` (console on a terminal)."""
     stream = stream or sys.stderr
@@ -56,6 +61,7 @@ def configure(*, format: str = "auto", level: str = "info", stream=None) -> None
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redactor, renderer],
     ))
+    handler.addFilter(_not_watchdog_shutdown_race)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)

@@ -86,15 +86,7 @@ class Metrics:
         """A client like ``StreamClient.from_config`` whose every request is measured."""
         transport = _MeasuredTransport(self, verify=api.verify_tls,
                                        limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE))
-        return StreamClient(
-            api.base_url,
-            token=api.token.get_secret_value() if api.token else None,
-            public_key=api.public_key,
-            secret_key=api.secret_key.get_secret_value() if api.secret_key else None,
-            timeout=api.timeout,
-            verify_tls=api.verify_tls,
-            transport=transport,
-        )
+        return StreamClient.from_config(api, transport=transport)
 
 
 class _MeasuredTransport(httpx.HTTPTransport):

@@ -169,7 +169,7 @@ class Pipeline:
             self._fail(self.queue.get(job.id), JobFailed(f"the API refused {exc.method} {exc.path}: {exc.message}"), bound)
         except filing.FilingError as exc:
             bound.error("filing_failed", error=str(exc))
-            self.queue.release(job.id, delay=FILING_RETRY, error=str(exc), refund_attempt=True, event="filing_blocked")
+            self.queue.release(job.id, delay=self._filing_retry(), error=str(exc), refund_attempt=True, event="filing_blocked")
 
     # -- stages ------------------------------------------------------------
 
@@ -407,7 +407,7 @@ class Pipeline:
             self._file(self.queue.get(job.id), "", bound)
         except filing.FilingError as exc:
             bound.error("filing_failed", error=str(exc))
-            self.queue.release(job.id, delay=FILING_RETRY, refund_attempt=True, event="filing_blocked")
+            self.queue.release(job.id, delay=self._filing_retry(), error=str(exc), refund_attempt=True, event="filing_blocked")
         except TransientError as exc:
             # The media's DELETE did not get through: the job stays at filing and tries again.
             self._retry_later(self.queue.get(job.id), exc, bound)
@@ -486,6 +486,10 @@ class Pipeline:
         raise _Reschedule(self._settle(job), "waiting_for_file_to_settle")
 
     # -- helpers -----------------------------------------------------------
+
+    def _filing_retry(self) -> float:
+        # A full or read-only disk is fixed by a person: check again now and then, never give up on the file.
+        return min(FILING_RETRY, self.config.upload.retry_delay_max)
 
     def _folder(self, job: q.Job) -> FolderConfig | None:
         return next((f for f in self.config.folders if str(f.path) == job.root), None)

@@ -309,8 +309,8 @@ class JobQueue:
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?, updated_at = ?"
-                " WHERE id = ? AND (state IN ('queued', 'held') OR (state = 'running' AND lease_expires < ?))",
+                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?, attempts = attempts + 1,"
+                " updated_at = ? WHERE id = ? AND (state IN ('queued', 'held') OR (state = 'running' AND lease_expires < ?))",
                 (owner, now + self.lease_seconds, now, job_id, now),
             )
             if cursor.rowcount == 0:

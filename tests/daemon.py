@@ -115,13 +115,13 @@ def jobs_in(root: Path, state: str) -> list[q.Job]:
     return queue_of(root).list(states=(state,), limit=10_000)
 
 
-def drop(root: Path, name: str, *, size: int | None = None, seconds: float = 1.0) -> Path:
+def drop(root: Path, name: str, *, size: int | None = None, seconds: float = 1.0, **wav: Any) -> Path:
     """A real WAV written beside ``root/inbox``, then renamed in whole, as a careful copy tool does."""
     staging = root / "staging" / name
     if size:
-        write_wav_of_size(staging, size)
+        write_wav_of_size(staging, size, **wav)
     else:
-        write_wav(staging, seconds)
+        write_wav(staging, seconds, **wav)
     target = root / "inbox" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, target)
