@@ -137,7 +137,7 @@ class StreamClient:
         )
 
     @classmethod
-    def from_config(cls, api: ApiConfig) -> StreamClient:
+    def from_config(cls, api: ApiConfig, *, transport: httpx.BaseTransport | None = None) -> StreamClient:
         return cls(
             api.base_url,
             token=api.token.get_secret_value() if api.token else None,
@@ -145,6 +145,7 @@ class StreamClient:
             secret_key=api.secret_key.get_secret_value() if api.secret_key else None,
             timeout=api.timeout,
             verify_tls=api.verify_tls,
+            transport=transport,
         )
 
     def __repr__(self) -> str:
