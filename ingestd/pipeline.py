@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -184,6 +185,11 @@ class Pipeline:
             raise _Stop from None
         except OSError as exc:
             raise JobFailed(f"cannot read the file: {exc.strerror}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            # Replaced by a symlink, FIFO or folder since it was queued: never followed or read, left where it is.
+            self.queue.finish(job.id, q.SKIPPED, outcome="not_a_file", error="no longer a regular file; ignored")
+            bound.warning("not_a_regular_file_ignored")
+            raise _Stop
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (job.size, job.mtime_ns, job.inode):
             # Written to again after it looked settled: wait for it to settle anew.
             self.queue.update(job.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, event="file_changed")
