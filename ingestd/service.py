@@ -245,7 +245,12 @@ class Service:
 
     def status_line(self) -> str:
         counts = self.queue.counts()
-        parts = [f"{counts[q.RUNNING]} uploading", f"{counts[q.QUEUED]} queued", f"{counts[q.HELD]} held",
+        live = self.queue.live_by_stage()
+        waiting_on_service = (q.TRANSCODE, q.PUBLISH)
+        transcoding = sum(n for stages in live.values() for stage, n in stages.items() if stage in waiting_on_service)
+        uploading = sum(n for stage, n in live.get(q.RUNNING, {}).items() if stage not in waiting_on_service)
+        queued = sum(n for stage, n in live.get(q.QUEUED, {}).items() if stage not in waiting_on_service)
+        parts = [f"{uploading} uploading", f"{queued} queued", f"{transcoding} transcoding", f"{counts[q.HELD]} held",
                  f"{counts[q.DONE]} done", f"{counts[q.FAILED]} failed"]
         if self.breaker.is_open:
             parts.append("API unreachable, paused")

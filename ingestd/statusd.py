@@ -105,6 +105,11 @@ def render_page(service: Service) -> str:
         f'<p id="health" class="{"" if alive else "failed"}">{escape(health)}; up {_span(time.time() - service.started_at)}</p>',
         "<h2>Jobs</h2>",
         _table(["state", "jobs"], [[state, str(n)] for state, n in counts.items()], ids=[f"count-{s}" for s in counts]),
+        "<h2>In progress</h2>",
+        _table(["file", "stage", "attempts", "next step", "last error"],
+               [[j.relpath, _stage(j), str(j.attempts), _when_next(j), j.error or ""]
+                for j in queue.list(states=(q.RUNNING, q.QUEUED), limit=RECENT, newest_first=False)],
+               empty="nothing in progress"),
         "<h2>Folders</h2>",
         _table(["folder", "state"], [[str(path), state] for path, state in service.watcher.folder_states().items()]),
         "<h2>Uploading</h2>",
@@ -132,6 +137,20 @@ def render_page(service: Service) -> str:
         '<meta http-equiv="refresh" content="5"><title>ingestd status</title>'
         f"<style>{_STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
+
+
+def _stage(job: q.Job) -> str:
+    if job.stage == q.TRANSCODE:
+        status = job.media_status or "new"
+        return "transcoding" if status == "transcoding" else f"transcoding (media status {status})"
+    return job.stage
+
+
+def _when_next(job: q.Job) -> str:
+    if job.state == q.RUNNING:
+        return "now"
+    wait = job.next_attempt_at - time.time()
+    return f"in {_span(wait)}" if wait > 0 else "as soon as a worker is free"
 
 
 def _uploads(service: Service) -> str:

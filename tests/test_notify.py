@@ -71,7 +71,7 @@ def test_ready_only_once_the_startup_backlog_is_queued_then_live_status(tmp_path
         assert [job.path for job in queue_of(tmp_path).list()] == [str(waiting)]
         assert "queued" in fields(ready)["STATUS"]
         status = notify.wait_for(lambda m: "1 done" in fields(m).get("STATUS", ""), what="STATUS with 1 done")
-        assert fields(status)["STATUS"] == "0 uploading, 0 queued, 0 held, 1 done, 0 failed"
+        assert fields(status)["STATUS"] == "0 uploading, 0 queued, 0 transcoding, 0 held, 1 done, 0 failed"
         assert daemon.stop() == 0
     assert not any("WATCHDOG=1" in m for m in notify.messages), "no watchdog was asked for"
 
