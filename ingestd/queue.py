@@ -246,6 +246,14 @@ class JobQueue:
             counts[state] = n
         return counts
 
+    def live_by_stage(self) -> dict[str, dict[str, int]]:
+        """Queued and running jobs per stage: a job polling a transcode is queued between polls, not stuck."""
+        out: dict[str, dict[str, int]] = {}
+        for state, stage, n in self._db().execute(
+                "SELECT state, stage, COUNT(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY state, stage"):
+            out.setdefault(state, {})[stage] = n
+        return out
+
     def oldest_queued_at(self) -> float | None:
         row = self._db().execute("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'").fetchone()
         return row[0]
