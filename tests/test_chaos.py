@@ -59,7 +59,7 @@ def test_chaos_kills_and_api_faults_lose_nothing_and_upload_nothing_twice(tmp_pa
             # Kill after a random number of API calls: somewhere inside a create, a part, a poll or a move.
             seen = len(emulator.requests)
             calls = rng.randint(3, 40)
-            wait_for(lambda: len(emulator.requests) >= seen + calls or len(jobs_in(tmp_path, q.DONE)) == CHAOS_FILES,
+            wait_for(lambda: len(emulator.requests) >= seen + calls or len(jobs_in(tmp_path, q.DONE)) == len(originals),
                      timeout=30, what=f"API activity before kill {kill + 1}")
             daemon.kill()
         drop_some(rng.randint(1, 4))
