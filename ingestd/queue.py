@@ -97,6 +97,19 @@ CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
 """
 
 
+@dataclass(frozen=True)
+class NewFile:
+    """A ready file, as it is enqueued."""
+
+    path: str
+    root: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    inode: int
+    sidecar: str | None = None
+
+
 @dataclass
 class Job:
     """A row of the jobs table."""
@@ -280,18 +293,25 @@ class JobQueue:
     def enqueue(self, *, path: str, root: str, relpath: str, size: int, mtime_ns: int, inode: int,
                 sidecar: str | None = None) -> Job | None:
         """A new job for a ready file; None when a live job already holds that path."""
+        added = self.enqueue_many([NewFile(path, root, relpath, size, mtime_ns, inode, sidecar)])
+        return self.get(added[0][0]) if added else None
+
+    def enqueue_many(self, files: list["NewFile"]) -> list[tuple[str, "NewFile"]]:
+        """Jobs for many ready files in one transaction (a start-up backlog is thousands); returns (job id, file) of those added."""
         now = time.time()
-        job_id = uuid.uuid4().hex
+        added = []
         with self._write() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage,"
-                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job_id, path, root, relpath, sidecar, size, mtime_ns, inode, QUEUED, PREPARE, now, now),
-            )
-            if cursor.rowcount == 0:
-                return None
-            self._event(db, job_id, "enqueued", {"path": path, "size": size})
-        return self.get(job_id)
+            for f in files:
+                job_id = uuid.uuid4().hex
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage,"
+                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, f.mtime_ns, f.inode, QUEUED, PREPARE, now, now),
+                )
+                if cursor.rowcount:
+                    self._event(db, job_id, "enqueued", {"path": f.path, "size": f.size})
+                    added.append((job_id, f))
+        return added
 
     def claim(self, owner: str, *, now: float | None = None) -> Job | None:
         """Take the next runnable job (or one whose lease ran out) and count the attempt."""

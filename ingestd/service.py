@@ -32,6 +32,7 @@ from .probe import is_complete
 from .watcher import ReadyFile, Watcher
 
 EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
+ENQUEUE_BATCH = 500
 # Below the unit's TimeoutStopSec=90, so a slow last part is not cut off by SIGKILL.
 STOP_TIMEOUT = 60.0
 
@@ -100,6 +101,10 @@ class Service:
         self.stopping = threading.Event()
         self.work_available = threading.Event()
         self.progress = LiveProgress()
+        self._arrivals: stdqueue.SimpleQueue[ReadyFile] = stdqueue.SimpleQueue()
+        self._arrivals_lock = threading.Lock()
+        self._arrivals_pending = 0
+        self._enqueuer: threading.Thread | None = None
         self.breaker = Breaker.for_upload(config.upload)
         self.queue = q.JobQueue(q.queue_path(config.state_dir))
         self.metrics = Metrics()
@@ -134,13 +139,38 @@ class Service:
         return self.queue.live_job_for(str(path)) is not None
 
     def _on_ready(self, ready: ReadyFile) -> None:
-        job = self.queue.enqueue(
-            path=str(ready.path), root=str(ready.folder.path), relpath=str(ready.path.relative_to(ready.folder.path)),
-            size=ready.size, mtime_ns=ready.mtime_ns, inode=ready.inode, sidecar=str(ready.sidecar) if ready.sidecar else None,
-        )
-        if job is not None:
-            log.info("file_queued", job_id=job.id, path=job.path, size=job.size)
-            self.work_available.set()
+        # Called from the watcher's thread: hand over and return, the enqueuer writes in batches.
+        with self._arrivals_lock:
+            self._arrivals_pending += 1
+        self._arrivals.put(ready)
+
+    def _enqueue_arrivals(self) -> None:
+        """Write ready files to the queue, many per transaction, so a backlog of thousands is queued in seconds."""
+        while not (self.stopping.is_set() and self._arrivals.empty()):
+            try:
+                batch = [self._arrivals.get(timeout=0.5)]
+            except stdqueue.Empty:
+                continue
+            while len(batch) < ENQUEUE_BATCH:
+                try:
+                    batch.append(self._arrivals.get_nowait())
+                except stdqueue.Empty:
+                    break
+            files = [q.NewFile(str(r.path), str(r.folder.path), str(r.path.relative_to(r.folder.path)), r.size, r.mtime_ns,
+                               r.inode, str(r.sidecar) if r.sidecar else None) for r in batch]
+            try:
+                added = self.queue.enqueue_many(files)
+            except Exception:
+                # The files stay on disk; the next rescan offers them again.
+                log.exception("enqueue_failed", files=len(files))
+                added = []
+            finally:
+                with self._arrivals_lock:
+                    self._arrivals_pending -= len(batch)
+            for job_id, f in added:
+                log.info("file_queued", job_id=job_id, path=f.path, size=f.size)
+            if added:
+                self.work_available.set()
 
     def _on_stalled(self, path: Path, folder, reason: str) -> None:
         try:
@@ -180,6 +210,8 @@ class Service:
             thread = threading.Thread(target=self._work, args=(q.worker_id(f"worker-{n}"),), name=f"worker-{n}", daemon=True)
             thread.start()
             self.workers.append(thread)
+        self._enqueuer = threading.Thread(target=self._enqueue_arrivals, name="enqueuer", daemon=True)
+        self._enqueuer.start()
         warning = self.watcher.check_inotify_limits()
         if warning:
             log.warning("inotify_limit", message=warning)
@@ -197,7 +229,8 @@ class Service:
     def _await_backlog(self, timeout: float = 5.0) -> None:
         """Let the watcher hand on the files the start-up scan found settled, so READY means they are in the queue."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(self._settled_on_disk(p) for p in self.watcher.pending()):
+        while time.monotonic() < deadline and (
+                self._arrivals_pending or any(self._settled_on_disk(p) for p in self.watcher.pending())):
             time.sleep(0.05)
 
     def _settled_on_disk(self, pending: dict) -> bool:
@@ -300,7 +333,7 @@ class Service:
         self.stopping.set()
         self.watcher.stop()
         deadline = time.monotonic() + timeout
-        for thread in self.workers:
+        for thread in [*self.workers, *([self._enqueuer] if self._enqueuer else [])]:
             thread.join(max(0.0, deadline - time.monotonic()))
         busy = [t.name for t in self.workers if t.is_alive()]
         if busy:
