@@ -220,19 +220,33 @@ class Pipeline:
                 bound.info("file_unmatched_ignored")
                 raise _Stop from None
             raise JobFailed(str(exc)) from exc
-        fingerprint = _fingerprint(path) if self.config.duplicates == "skip" else None
-        self.queue.update(
-            job.id, sidecar=str(sidecar_path) if sidecar_path else None, rule=rendered.rule, request=rendered.request.body(),
-            publish_when_done=int(rendered.make_public_when_done), quality_names=rendered.quality_names,
-            duration=audio.duration, fingerprint=fingerprint, event="prepared", detail={"rule": rendered.rule},
-        )
-        if fingerprint:
-            earlier = self.queue.earlier_job_with_fingerprint(fingerprint, job.id)
-            if earlier is not None:
-                self._skip_duplicate(self.queue.get(job.id), earlier, bound)
-                raise _Stop
+        prepared = dict(sidecar=str(sidecar_path) if sidecar_path else None, rule=rendered.rule,
+                        request=rendered.request.body(), publish_when_done=int(rendered.make_public_when_done),
+                        quality_names=rendered.quality_names, duration=audio.duration)
+        earlier = self._earlier_upload_of_same_content(job, path) if self.config.duplicates == "skip" else None
+        if earlier is not None:
+            self.queue.update(job.id, **prepared, event="prepared", detail={"rule": rendered.rule})
+            self._skip_duplicate(self.queue.get(job.id), earlier, bound)
+            raise _Stop
         self._check_budget(rendered.quality_names, audio.duration, bound)
-        self.queue.update(job.id, stage=q.CREATE)
+        self.queue.update(job.id, **prepared, stage=q.CREATE, event="prepared", detail={"rule": rendered.rule})
+
+    def _earlier_upload_of_same_content(self, job: q.Job, path: Path) -> q.Job | None:
+        """Compare with earlier uploads of the same size, part by part against the MD5s the server acknowledged.
+
+        Only a size match costs a read of the file, and the earlier file need not exist any more.
+        """
+        layouts: dict[tuple[tuple[int, int], ...], list[str]] = {}
+        for earlier in self.queue.uploaded_jobs_of_size(job.size, job.id):
+            parts = self.queue.part_ranges(earlier.id)
+            layout = tuple((start, length) for start, length, _ in parts)
+            if not parts or sum(length for _, length in layout) != job.size:
+                continue
+            if layout not in layouts:
+                layouts[layout] = _part_md5s(path, layout)
+            if layouts[layout] == [md5 for _, _, md5 in parts]:
+                return earlier
+        return None
 
     def _check_budget(self, qualities: list[str], duration: float | None, bound) -> None:
         limit = self.config.upload.max_cost_usd
@@ -298,7 +312,6 @@ class Pipeline:
                 crashpoints.reach("before_part_ack")
                 self.queue.ack_part(job.id, part.index, part.start, part.length, md5)
                 self.breaker.success()
-                self.queue.renew(job.id, owner)
                 bound.debug("part_acknowledged", part=part.index, parts=len(plan))
                 crashpoints.reach("between_parts")
 
@@ -576,12 +589,18 @@ class _Stop(Exception):
     """The stage already recorded a final outcome."""
 
 
-def _fingerprint(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=20)
+def _part_md5s(path: Path, layout: tuple[tuple[int, int], ...]) -> list[str]:
+    digests = []
     with open(path, "rb") as src:
-        while chunk := src.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+        for start, length in layout:
+            src.seek(start)
+            digest = hashlib.md5()
+            left = length
+            while left and (chunk := src.read(min(left, 1024 * 1024))):
+                digest.update(chunk)
+                left -= len(chunk)
+            digests.append(digest.hexdigest())
+    return digests
 
 
 def _now_iso() -> str:

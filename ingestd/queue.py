@@ -48,7 +48,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     size            INTEGER NOT NULL,
     mtime_ns        INTEGER NOT NULL,
     inode           INTEGER NOT NULL,
-    fingerprint     TEXT,
     state           TEXT NOT NULL,
     stage           TEXT NOT NULL,
     outcome         TEXT,
@@ -76,7 +75,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_path ON jobs(path) WHERE state IN ('queued', 'running', 'held');
 CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs(state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs(fingerprint);
+CREATE INDEX IF NOT EXISTS jobs_size ON jobs(size);
 CREATE TABLE IF NOT EXISTS parts (
     job_id   TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
     idx      INTEGER NOT NULL,
@@ -122,7 +121,6 @@ class Job:
     size: int
     mtime_ns: int
     inode: int
-    fingerprint: str | None
     state: str
     stage: str
     outcome: str | None
@@ -278,15 +276,21 @@ class JobQueue:
         rows = self._db().execute("SELECT at, event, detail FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [{"at": r["at"], "event": r["event"], "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
-    def earlier_job_with_fingerprint(self, fingerprint: str, job_id: str) -> Job | None:
-        """A finished or running upload of the same content, for duplicate detection."""
+    def uploaded_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
+        """Earlier jobs whose whole file reached the server (or is about to), for duplicate detection."""
         db = self._db()
-        row = db.execute(
-            "SELECT * FROM jobs WHERE fingerprint = ? AND id != ? AND (state IN ('queued','running','held','done'))"
-            " AND stage != 'prepare' ORDER BY created_at LIMIT 1",
-            (fingerprint, job_id),
-        ).fetchone()
-        return self._job(row, db)
+        rows = db.execute(
+            "SELECT * FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held','done')"
+            " AND stage IN ('complete','transcode','publish','file') AND COALESCE(outcome, 'done') = 'done'"
+            " ORDER BY created_at",
+            (size, job_id),
+        ).fetchall()
+        return [self._job(r, db) for r in rows]
+
+    def part_ranges(self, job_id: str) -> list[tuple[int, int, str]]:
+        """(start, length, md5) of a job's acknowledged parts, in file order."""
+        rows = self._db().execute("SELECT start, length, md5 FROM parts WHERE job_id = ? ORDER BY start", (job_id,))
+        return [(r["start"], r["length"], r["md5"]) for r in rows]
 
     # -- writing -----------------------------------------------------------
 

@@ -216,11 +216,11 @@ def _qualities(config: Config, rule: Rule, value: str | list[Quality] | None) ->
 def _file_variables(path: Path, root: Path, audio: AudioInfo | None) -> dict[str, Any]:
     stat = path.stat()
     variables: dict[str, Any] = {
-        "stem": _nfc(path.stem),
-        "name": _nfc(path.name),
-        "ext": _nfc(path.suffix.removeprefix(".")),
-        "folder": _relative_folder(path, root),
-        "parent": _nfc(path.parent.name),
+        "stem": _printable(path.stem),
+        "name": _printable(path.name),
+        "ext": _printable(path.suffix.removeprefix(".")),
+        "folder": _printable(_relative_folder(path, root)),
+        "parent": _printable(path.parent.name),
         "size": stat.st_size,
         "mtime": datetime.fromtimestamp(stat.st_mtime).astimezone(),
     }
@@ -244,6 +244,11 @@ def _render_field(rule: str, label: str, template: str, variables: dict[str, Any
 
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
+
+
+def _printable(text: str) -> str:
+    """A file name as text for a title: NFC, control characters (a newline in a name) turned into spaces."""
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in _nfc(text))
 
 
 # ---- templates ------------------------------------------------------------------------------------

@@ -94,10 +94,11 @@ class StateLock:
 
 
 class Service:
-    def __init__(self, config: Config, *, notifier: sdnotify.SystemdNotifier | None = None):
+    def __init__(self, config: Config, *, notifier: sdnotify.SystemdNotifier | None = None,
+                 events: stdqueue.SimpleQueue[str] | None = None):
         self.config = config
         self.notifier = notifier or sdnotify.SystemdNotifier()
-        self.events: stdqueue.SimpleQueue[str] = stdqueue.SimpleQueue()
+        self.events: stdqueue.SimpleQueue[str] = events or stdqueue.SimpleQueue()
         self.stopping = threading.Event()
         self.work_available = threading.Event()
         self.progress = LiveProgress()
@@ -362,6 +363,11 @@ class Service:
 
 def run(config_path: Path) -> int:
     """``ingestd run``: the daemon in the foreground until SIGTERM or SIGINT."""
+    # Signals become events at once, so a stop that arrives during start-up is a clean stop too.
+    events: stdqueue.SimpleQueue[str] = stdqueue.SimpleQueue()
+    signal.signal(signal.SIGTERM, lambda *_: events.put("stop"))
+    signal.signal(signal.SIGINT, lambda *_: events.put("stop"))
+    signal.signal(signal.SIGHUP, lambda *_: events.put("reload"))
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -376,10 +382,7 @@ def run(config_path: Path) -> int:
     except AlreadyRunning as exc:
         log.error("already_running", error=str(exc))
         return EX_FAILURE
-    service = Service(config)
-    signal.signal(signal.SIGTERM, lambda *_: service.events.put("stop"))
-    signal.signal(signal.SIGINT, lambda *_: service.events.put("stop"))
-    signal.signal(signal.SIGHUP, lambda *_: service.events.put("reload"))
+    service = Service(config, events=events)
     try:
         service.start()
         service.notifier.notify(f"READY=1\nSTATUS={service.status_line()}")

@@ -136,6 +136,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._candidates: dict[Path, _Candidate] = {}
         self._reported: dict[Path, _Reported] = {}
+        self._skipped: set[Path] = set()
         self._nudges = _Nudges()
         self._next_rescan = 0.0
         self._stopping = threading.Event()
@@ -361,6 +362,8 @@ class Watcher:
             return
         if stat.S_ISREG(st.st_mode):
             self._add(path, watch, st, settled=False)
+        else:
+            self._note_not_a_file(path, st.st_mode)
 
     def _scan_folder(self, watch: _FolderWatch) -> int:
         seen: set[Path] = set()
@@ -394,8 +397,13 @@ class Watcher:
                     if entry.is_dir(follow_symlinks=False):
                         if folder.recursive and not entry.name.startswith(".") and not self._excluded_dir(entry.path):
                             stack.append(entry.path)
+                        elif _name_eligible(entry.name, folder):
+                            self._note_not_a_file(Path(entry.path), stat.S_IFDIR)
                         continue
-                    if not entry.is_file(follow_symlinks=False) or not _name_eligible(entry.name, folder):
+                    if not _name_eligible(entry.name, folder):
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        self._note_not_a_file(Path(entry.path), entry.stat(follow_symlinks=False).st_mode)
                         continue
                     path = Path(entry.path)
                     if seen is not None:
@@ -410,6 +418,16 @@ class Watcher:
                 settled = _stat_key(first) == _stat_key(second) and _is_old(second, folder.settle)
                 found += self._add(path, watch, second, settled=settled)
         return found, complete
+
+    def _note_not_a_file(self, path: Path, mode: int) -> None:
+        """Say once that something named like audio is skipped: a symlink is never followed, a FIFO never read."""
+        with self._lock:
+            if path in self._skipped:
+                return
+            self._skipped.add(path)
+        kind = ("symlink" if stat.S_ISLNK(mode) else "directory" if stat.S_ISDIR(mode)
+                else "fifo" if stat.S_ISFIFO(mode) else "special file")
+        log.info("not_a_regular_file_skipped", path=str(path), kind=kind)
 
     def _add(self, path: Path, watch: _FolderWatch, st: os.stat_result, *, settled: bool) -> bool:
         now = time.monotonic()

@@ -382,3 +382,17 @@ def test_explain_reports_problems_instead_of_raising(tmp_path):
     text = format_explanation(data)
     assert "error:    no rule matches 'loose.mp3'" in text
     assert "no     weekly  folder 'shows/*' does not match ''" in text
+
+
+def test_control_characters_in_file_names_do_not_reach_titles(tmp_path):
+    inbox = tmp_path / "inbox"
+    audio = inbox / "two\nlines\t.wav"
+    write_wav(audio, 0.1)
+    config = Config.model_validate({
+        "api": {"token": "t" * 12}, "state_dir": str(tmp_path / "state"),
+        "folders": [{"path": str(inbox), "done_dir": str(tmp_path / "done"), "failed_dir": str(tmp_path / "failed")}],
+        "rules": [{"name": "default", "title": "{stem}", "tags": ["{name}"]}],
+    })
+    rendered = render(config, audio, inbox, job_id="j1", audio=None, sidecar=None)
+    assert rendered.request.title == "two lines"
+    assert rendered.request.tags == ["two lines .wav"]

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from ingestd import watcher as watcher_module
 from ingestd.config import FolderConfig
@@ -243,6 +244,18 @@ def test_symlinks_directories_and_fifos_are_never_reported(tmp_path, inbox, star
     wait_until(lambda: recorder.ready, what="real.mp3")
     assert watcher.scan() == 0 and watcher.pending() == []
     assert recorder.ready_names() == ["real.mp3"]
+
+
+def test_links_and_fifos_named_like_audio_are_logged_once(tmp_path, inbox, start_watcher):
+    (tmp_path / "target.mp3").write_bytes(b"o" * 10)
+    (inbox / "link.mp3").symlink_to(tmp_path / "target.mp3")
+    os.mkfifo(inbox / "pipe.mp3")
+    with structlog.testing.capture_logs() as logs:
+        watcher, _ = start_watcher(folder_config(tmp_path))
+        watcher.scan()
+        watcher.scan()
+    skipped = sorted((e["path"], e["kind"]) for e in logs if e["event"] == "not_a_regular_file_skipped")
+    assert skipped == [(str(inbox / "link.mp3"), "symlink"), (str(inbox / "pipe.mp3"), "fifo")]
 
 
 def test_initial_scan_reports_old_files_at_once_and_lets_fresh_ones_settle(tmp_path, inbox, start_watcher):
