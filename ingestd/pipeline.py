@@ -232,19 +232,34 @@ class Pipeline:
         self.queue.update(job.id, **prepared, stage=q.CREATE, event="prepared", detail={"rule": rendered.rule})
 
     def _earlier_upload_of_same_content(self, job: q.Job, path: Path) -> q.Job | None:
-        """Compare with earlier uploads of the same size, part by part against the MD5s the server acknowledged.
+        """An earlier job with the same content, compared by per-part MD5s.
 
-        Only a size match costs a read of the file, and the earlier file need not exist any more.
+        Only a size match costs a read of this file. An earlier upload that reached the server is compared
+        against the MD5s the server acknowledged, so its file need not exist any more; one still uploading
+        is compared against its file on disk.
         """
-        layouts: dict[tuple[tuple[int, int], ...], list[str]] = {}
-        for earlier in self.queue.uploaded_jobs_of_size(job.size, job.id):
-            parts = self.queue.part_ranges(earlier.id)
-            layout = tuple((start, length) for start, length, _ in parts)
-            if not parts or sum(length for _, length in layout) != job.size:
-                continue
-            if layout not in layouts:
-                layouts[layout] = _part_md5s(path, layout)
-            if layouts[layout] == [md5 for _, _, md5 in parts]:
+        own: dict[tuple[tuple[int, int], ...], list[str]] = {}
+
+        def ours(layout: tuple[tuple[int, int], ...]) -> list[str]:
+            if layout not in own:
+                own[layout] = _part_md5s(path, layout)
+            return own[layout]
+
+        for earlier in self.queue.earlier_jobs_of_size(job.size, job.id):
+            if earlier.stage in (q.CREATE, q.UPLOAD) and earlier.state != q.DONE:
+                layout = tuple((start, length) for _, start, length in
+                               plan_parts(job.size, self.config.upload.chunk_size, self.config.upload.part_index_base))
+                try:
+                    theirs = _part_md5s(Path(earlier.path), layout)
+                except OSError:
+                    continue
+            else:
+                parts = self.queue.part_ranges(earlier.id)
+                layout = tuple((start, length) for start, length, _ in parts)
+                if sum(length for _, length in layout) != job.size:
+                    continue
+                theirs = [md5 for _, _, md5 in parts]
+            if ours(layout) == theirs:
                 return earlier
         return None
 

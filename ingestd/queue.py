@@ -276,13 +276,12 @@ class JobQueue:
         rows = self._db().execute("SELECT at, event, detail FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [{"at": r["at"], "event": r["event"], "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
-    def uploaded_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
-        """Earlier jobs whose whole file reached the server (or is about to), for duplicate detection."""
+    def earlier_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
+        """Earlier jobs past preparation whose file has this size (uploading, uploaded or done), for duplicate detection."""
         db = self._db()
         rows = db.execute(
             "SELECT * FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held','done')"
-            " AND stage IN ('complete','transcode','publish','file') AND COALESCE(outcome, 'done') = 'done'"
-            " ORDER BY created_at",
+            " AND stage != 'prepare' AND COALESCE(outcome, 'done') = 'done' ORDER BY created_at",
             (size, job_id),
         ).fetchall()
         return [self._job(r, db) for r in rows]

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 from ingestd import queue as q
 
-from .audio import write_wav, write_wav_of_size
-from .daemon import Daemon, jobs_in, make_config, queue_of, wait_for
+from .daemon import Daemon, drop, jobs_in, make_config, queue_of, wait_for
 
 MIB = 1024 * 1024
-
-
-def _drop(tmp_path, name, *, size=None, seconds=1.0):
-    """Write the file beside the inbox, then move it in whole, as a careful copy tool does."""
-    staging = tmp_path / "staging" / name
-    if size:
-        write_wav_of_size(staging, size)
-    else:
-        write_wav(staging, seconds)
-    target = tmp_path / "inbox" / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(staging, target)
-    return target
 
 
 def _done(tmp_path, n=1):
@@ -35,7 +20,7 @@ def _done(tmp_path, n=1):
 def test_single_part_upload_is_published_and_filed(tmp_path, emulator):
     config = make_config(tmp_path, emulator.base_url)
     with Daemon(config) as daemon:
-        source = _drop(tmp_path, "shows/pilot.wav", seconds=1.0)
+        source = drop(tmp_path, "shows/pilot.wav", seconds=1.0)
         original = source.read_bytes()
         [job] = _done(tmp_path)
         assert daemon.stop() == 0
@@ -60,7 +45,7 @@ def test_single_part_upload_is_published_and_filed(tmp_path, emulator):
 def test_multi_part_upload_matches_byte_for_byte(tmp_path, emulator):
     config = make_config(tmp_path, emulator.base_url)
     with Daemon(config) as daemon:
-        source = _drop(tmp_path, "long.wav", size=12 * MIB)
+        source = drop(tmp_path, "long.wav", size=12 * MIB)
         original = source.read_bytes()
         [job] = _done(tmp_path)
         daemon.stop()
@@ -79,7 +64,7 @@ def test_rules_shape_the_create_request(tmp_path, emulator):
     ]
     config = make_config(tmp_path, emulator.base_url, rules=rules)
     with Daemon(config) as daemon:
-        _drop(tmp_path, "shows/talk/talk_ep12.wav")
+        drop(tmp_path, "shows/talk/talk_ep12.wav")
         _done(tmp_path)
         daemon.stop()
     [media] = emulator.all_media()
@@ -93,7 +78,7 @@ def test_rules_shape_the_create_request(tmp_path, emulator):
 
 def test_restart_mid_upload_resumes_without_resending(tmp_path, emulator):
     config = make_config(tmp_path, emulator.base_url, upload={"workers": 1})
-    source = _drop(tmp_path, "master.wav", size=16 * MIB)
+    source = drop(tmp_path, "master.wav", size=16 * MIB)
     original = source.read_bytes()
     # The daemon kills itself right after the server acknowledged its second part, before recording it.
     with Daemon(config, env={"INGESTD_CRASH_AT": "between_parts:2"}) as daemon:
@@ -132,7 +117,7 @@ def test_bad_file_ends_in_failed_with_reason_and_daemon_keeps_going(tmp_path, em
     with Daemon(config) as daemon:
         bogus = tmp_path / "inbox" / "notes.mp3"
         bogus.write_bytes(b"these are meeting notes, not audio\n" * 50)
-        _drop(tmp_path, "good.wav")
+        drop(tmp_path, "good.wav")
         wait_for(lambda: jobs_in(tmp_path, q.FAILED), timeout=30, what="failed job")
         _done(tmp_path)
         assert daemon.stop() == 0

@@ -172,3 +172,19 @@ def test_duplicates_upload_sends_both(tmp_path, emulator):
         wait_for(lambda: len(jobs_in(tmp_path, q.DONE)) == 2, timeout=30, what="both uploaded")
         daemon.stop()
     assert len(emulator.all_media()) == 2
+
+
+def test_a_copy_dropped_while_the_first_is_still_uploading_is_skipped(tmp_path, emulator):
+    first = drop(tmp_path, "a/master.wav", size=24 * MIB)
+    (tmp_path / "inbox" / "b").mkdir()
+    copy = tmp_path / "staging" / "copy.wav"
+    copy.write_bytes(first.read_bytes())
+    with Daemon(_config(tmp_path, emulator, upload={"workers": 2})) as daemon:
+        wait_for(lambda: any(j.media_id for j in jobs_in(tmp_path, q.RUNNING) + jobs_in(tmp_path, q.QUEUED)),
+                 what="the first upload under way")
+        copy.rename(tmp_path / "inbox" / "b" / "master-copy.wav")
+        skipped = _one(tmp_path, q.SKIPPED)
+        done = _one(tmp_path, q.DONE)
+        daemon.stop()
+    assert [m["id"] for m in emulator.all_media()] == [done.media_id]
+    assert skipped.path.endswith("master-copy.wav") and done.id in skipped.error
