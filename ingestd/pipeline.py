@@ -223,7 +223,9 @@ class Pipeline:
         prepared = dict(sidecar=str(sidecar_path) if sidecar_path else None, rule=rendered.rule,
                         request=rendered.request.body(), publish_when_done=int(rendered.make_public_when_done),
                         quality_names=rendered.quality_names, duration=audio.duration)
-        earlier = self._earlier_upload_of_same_content(job, path) if self.config.duplicates == "skip" else None
+        earlier, content_key = (self._earlier_upload_of_same_content(job, path) if self.config.duplicates == "skip"
+                                else (None, None))
+        prepared["content_key"] = content_key
         if earlier is not None:
             self.queue.update(job.id, **prepared, event="prepared", detail={"rule": rendered.rule})
             self._skip_duplicate(self.queue.get(job.id), earlier, bound)
@@ -231,37 +233,31 @@ class Pipeline:
         self._check_budget(rendered.quality_names, audio.duration, bound)
         self.queue.update(job.id, **prepared, stage=q.CREATE, event="prepared", detail={"rule": rendered.rule})
 
-    def _earlier_upload_of_same_content(self, job: q.Job, path: Path) -> q.Job | None:
-        """An earlier job with the same content, compared by per-part MD5s.
+    def _earlier_upload_of_same_content(self, job: q.Job, path: Path) -> tuple[q.Job | None, str | None]:
+        """An earlier job with the same content, and this file's content key when it had to be computed.
 
-        Only a size match costs a read of this file. An earlier upload that reached the server is compared
-        against the MD5s the server acknowledged, so its file need not exist any more; one still uploading
-        is compared against its file on disk.
+        The key is a digest of the per-part MD5s (the ones the server acknowledges), so an upload yields it
+        for free; this file is read for it only when an earlier job has the same size. An earlier job
+        still uploading has no key yet and is compared against its file on disk.
         """
-        own: dict[tuple[tuple[int, int], ...], list[str]] = {}
-
-        def ours(layout: tuple[tuple[int, int], ...]) -> list[str]:
-            if layout not in own:
-                own[layout] = _part_md5s(path, layout)
-            return own[layout]
-
-        for earlier in self.queue.earlier_jobs_of_size(job.size, job.id):
-            if earlier.stage in (q.CREATE, q.UPLOAD) and earlier.state != q.DONE:
-                layout = tuple((start, length) for _, start, length in
-                               plan_parts(job.size, self.config.upload.chunk_size, self.config.upload.part_index_base))
+        if not self.queue.has_earlier_of_size(job.size, job.id):
+            return None, None
+        layout = self._layout(job.size)
+        md5s = _part_md5s(path, layout)
+        key = _content_key(layout, md5s)
+        earlier = self.queue.earlier_job_with_content(key, job.id)
+        if earlier is None:
+            for uploading in self.queue.uploading_jobs_of_size(job.size, job.id):
                 try:
-                    theirs = _part_md5s(Path(earlier.path), layout)
+                    if _part_md5s(Path(uploading.path), layout) == md5s:
+                        return uploading, key
                 except OSError:
                     continue
-            else:
-                parts = self.queue.part_ranges(earlier.id)
-                layout = tuple((start, length) for start, length, _ in parts)
-                if sum(length for _, length in layout) != job.size:
-                    continue
-                theirs = [md5 for _, _, md5 in parts]
-            if ours(layout) == theirs:
-                return earlier
-        return None
+        return earlier, key
+
+    def _layout(self, size: int) -> tuple[tuple[int, int], ...]:
+        upload = self.config.upload
+        return tuple((start, length) for _, start, length in plan_parts(size, upload.chunk_size, upload.part_index_base))
 
     def _check_budget(self, qualities: list[str], duration: float | None, bound) -> None:
         limit = self.config.upload.max_cost_usd
@@ -337,7 +333,10 @@ class Pipeline:
             else:
                 for part in todo:
                     send(part)
-        self.queue.update(job.id, stage=q.COMPLETE, event="upload_finished", detail={"parts": len(plan)})
+        acked = self.queue.get(job.id).acked_parts
+        layout = tuple((start, length) for _, start, length in plan)
+        self.queue.update(job.id, stage=q.COMPLETE, content_key=_content_key(layout, [acked[i] for i, _, _ in plan]),
+                          event="upload_finished", detail={"parts": len(plan)})
 
     def _send_part(self, job: q.Job, part: Part, advance: Callable[[int], None], bound) -> str:
         for attempt in range(1, PART_SEND_TRIES + 1):
@@ -602,6 +601,14 @@ _FINAL_STATE = {q.FAILED: q.FAILED, q.CANCELLED: q.CANCELLED, "duplicate": q.SKI
 
 class _Stop(Exception):
     """The stage already recorded a final outcome."""
+
+
+def _content_key(layout: tuple[tuple[int, int], ...], md5s: list[str]) -> str:
+    """What identifies a file's content: its part layout and each part's MD5."""
+    digest = hashlib.sha256()
+    for (start, length), md5 in zip(layout, md5s, strict=True):
+        digest.update(f"{start}:{length}:{md5};".encode())
+    return digest.hexdigest()
 
 
 def _part_md5s(path: Path, layout: tuple[tuple[int, int], ...]) -> list[str]:

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     held_reason     TEXT,
     error           TEXT,
     final_path      TEXT,
+    content_key     TEXT,
     transcode_started REAL,
     bytes_sent      INTEGER NOT NULL DEFAULT 0,
     created_at      REAL NOT NULL,
@@ -76,6 +77,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_path ON jobs(path) WHERE state IN ('queued', 'running', 'held');
 CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS jobs_size ON jobs(size);
+CREATE INDEX IF NOT EXISTS jobs_content_key ON jobs(content_key);
 CREATE TABLE IF NOT EXISTS parts (
     job_id   TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
     idx      INTEGER NOT NULL,
@@ -140,6 +142,7 @@ class Job:
     held_reason: str | None
     error: str | None
     final_path: str | None
+    content_key: str | None
     transcode_started: float | None
     bytes_sent: int
     created_at: float
@@ -276,20 +279,31 @@ class JobQueue:
         rows = self._db().execute("SELECT at, event, detail FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [{"at": r["at"], "event": r["event"], "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
-    def earlier_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
-        """Earlier jobs past preparation whose file has this size (uploading, uploaded or done), for duplicate detection."""
+    def has_earlier_of_size(self, size: int, job_id: str) -> bool:
+        row = self._db().execute(
+            "SELECT 1 FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held','done')"
+            " AND stage != 'prepare' LIMIT 1", (size, job_id)).fetchone()
+        return row is not None
+
+    def earlier_job_with_content(self, content_key: str, job_id: str) -> Job | None:
+        """An uploaded, uploading or published job with the same content key, for duplicate detection."""
+        db = self._db()
+        row = db.execute(
+            "SELECT * FROM jobs WHERE content_key = ? AND id != ? AND state IN ('queued','running','held','done')"
+            " AND stage != 'prepare' AND COALESCE(outcome, 'done') = 'done' ORDER BY created_at LIMIT 1",
+            (content_key, job_id),
+        ).fetchone()
+        return self._job(row, db)
+
+    def uploading_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
+        """Jobs of this size still creating or uploading, whose content key is not known yet: the few in flight."""
         db = self._db()
         rows = db.execute(
-            "SELECT * FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held','done')"
-            " AND stage != 'prepare' AND COALESCE(outcome, 'done') = 'done' ORDER BY created_at",
+            "SELECT * FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held')"
+            " AND stage IN ('create','upload') AND content_key IS NULL ORDER BY created_at",
             (size, job_id),
         ).fetchall()
         return [self._job(r, db) for r in rows]
-
-    def part_ranges(self, job_id: str) -> list[tuple[int, int, str]]:
-        """(start, length, md5) of a job's acknowledged parts, in file order."""
-        rows = self._db().execute("SELECT start, length, md5 FROM parts WHERE job_id = ? ORDER BY start", (job_id,))
-        return [(r["start"], r["length"], r["md5"]) for r in rows]
 
     # -- writing -----------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from ingestd import queue as q
 from ingestd.emulator import Faults
@@ -188,3 +189,18 @@ def test_a_copy_dropped_while_the_first_is_still_uploading_is_skipped(tmp_path, 
         daemon.stop()
     assert [m["id"] for m in emulator.all_media()] == [done.media_id]
     assert skipped.path.endswith("master-copy.wav") and done.id in skipped.error
+
+
+def test_a_duplicate_is_recognised_after_the_first_copy_left_the_done_folder(tmp_path, emulator):
+    first = drop(tmp_path, "show.wav", size=6 * MIB)
+    content = first.read_bytes()
+    with Daemon(_config(tmp_path, emulator)) as daemon:
+        done = _one(tmp_path, q.DONE)
+        Path(done.final_path).unlink()  # archived elsewhere by the studio
+        again = tmp_path / "staging" / "show-again.wav"
+        again.write_bytes(content)
+        again.rename(tmp_path / "inbox" / "show-again.wav")
+        skipped = _one(tmp_path, q.SKIPPED)
+        daemon.stop()
+    assert [m["id"] for m in emulator.all_media()] == [done.media_id]
+    assert done.id in skipped.error
