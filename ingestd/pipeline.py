@@ -304,6 +304,7 @@ class Pipeline:
         upload = self.config.upload
         plan = plan_parts(job.size, upload.chunk_size, upload.part_index_base)
         todo = [Part(path, index, start, length, job.size) for index, start, length in plan if index not in job.acked_parts]
+        md5s = dict(job.acked_parts)
         if todo:
             progress = Progress(job.size, sent=sum(length for index, _, length in plan if index in job.acked_parts))
             lock = threading.Lock()
@@ -322,6 +323,7 @@ class Pipeline:
                 md5 = self._send_part(job, part, advance, bound)
                 crashpoints.reach("before_part_ack")
                 self.queue.ack_part(job.id, part.index, part.start, part.length, md5)
+                md5s[part.index] = md5
                 self.breaker.success()
                 bound.debug("part_acknowledged", part=part.index, parts=len(plan))
                 crashpoints.reach("between_parts")
@@ -333,9 +335,8 @@ class Pipeline:
             else:
                 for part in todo:
                     send(part)
-        acked = self.queue.get(job.id).acked_parts
         layout = tuple((start, length) for _, start, length in plan)
-        self.queue.update(job.id, stage=q.COMPLETE, content_key=_content_key(layout, [acked[i] for i, _, _ in plan]),
+        self.queue.update(job.id, stage=q.COMPLETE, content_key=_content_key(layout, [md5s[i] for i, _, _ in plan]),
                           event="upload_finished", detail={"parts": len(plan)})
 
     def _send_part(self, job: q.Job, part: Part, advance: Callable[[int], None], bound) -> str:
@@ -379,7 +380,10 @@ class Pipeline:
         self.breaker.success()
         media_json = media.model_dump(mode="json", exclude_none=True)
         if media.status == "done":
-            self.queue.update(job.id, media_status="done", media=media_json, stage=q.PUBLISH, event="transcoded")
+            # Nothing to publish: straight on to filing, one step fewer.
+            next_stage = (q.PUBLISH, None) if job.publish_when_done else (q.FILE, q.DONE)
+            self.queue.update(job.id, media_status="done", media=media_json, stage=next_stage[0], outcome=next_stage[1],
+                              event="transcoded")
             bound.info("media_transcoded", duration=media.duration)
             return
         if media.status == "fail":
@@ -395,10 +399,9 @@ class Pipeline:
         raise _Reschedule(interval, "polling")
 
     def _publish(self, job: q.Job, owner: str, bound) -> None:
-        if job.publish_when_done:
-            self.client.update_media(job.media_id, UpdateRequest(is_public=True))
-            bound.info("media_published")
-        self.queue.update(job.id, stage=q.FILE, outcome=q.DONE, event="published" if job.publish_when_done else None)
+        self.client.update_media(job.media_id, UpdateRequest(is_public=True))
+        bound.info("media_published")
+        self.queue.update(job.id, stage=q.FILE, outcome=q.DONE, event="published")
 
     def _file(self, job: q.Job, owner: str, bound) -> None:
         crashpoints.reach("before_move")
