@@ -18,7 +18,7 @@ from .config import Config, load_config
 from .errors import APIError, ConfigError, IngestdError, RenderError
 from .media_schema import UpdateRequest
 
-EX_OK, EX_FAILURE, EX_USAGE, EX_CONFIG = 0, 1, 2, 78
+EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
 
 
 class CommandError(IngestdError):

@@ -28,6 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ConfigError, ConfigProblem
 from .media_schema import Quality, field_path
+from .templates import check_template
 
 DEFAULT_BASE_URL = "https://api.aiozstream.network/api"
 DEFAULT_INCLUDE = ["*.mp3", "*.m4a", "*.aac", "*.wav", "*.flac", "*.ogg", "*.opus"]
@@ -553,9 +554,23 @@ def _cross_checks(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
             known = ", ".join(sorted(presets)) or "none are defined"
             yield f"{where}.qualities", f"no preset named {qualities!r}{_suggestion(qualities, list(presets))} (presets: {known})"
         yield from _repeated_resolutions(qualities, f"{where}.qualities")
+        yield from _template_errors(holder, where)
 
     yield from _rule_clashes(rules)
     yield from _folder_clashes(_list(data.get("folders")))
+
+
+def _template_errors(holder: dict[str, Any], where: str) -> Iterator[tuple[str, str]]:
+    """Template syntax is checked at load time, so a typo is a config error, not a failed job."""
+    fields: list[tuple[str, Any]] = [(key, holder.get(key)) for key in ("title", "description")]
+    fields += [(f"tags[{i}]", tag) for i, tag in enumerate(_list(holder.get("tags")))]
+    fields += [(f"metadata.{key}", value) for key, value in _dict(holder.get("metadata")).items()]
+    for key, template in fields:
+        if isinstance(template, str):
+            try:
+                check_template(template)
+            except ValueError as exc:
+                yield f"{where}.{key}", str(exc)
 
 
 def _repeated_resolutions(qualities: Any, where: str) -> Iterator[tuple[str, str]]:

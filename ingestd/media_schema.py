@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
-RESOLUTIONS = ("standard", "good", "highest", "lossless")
 SAMPLE_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000)
 CONTAINERS = {"hls": ("mpegts", "mp4"), "dash": ("fmp4",)}
 MEDIA_STATUSES = ("new", "transcoding", "done", "fail", "deleted")

@@ -241,9 +241,6 @@ class JobQueue:
         row = db.execute("SELECT * FROM jobs WHERE path = ? AND state IN ('queued','running','held')", (path,)).fetchone()
         return self._job(row, db)
 
-    def live_paths(self) -> set[str]:
-        return {r[0] for r in self._db().execute("SELECT path FROM jobs WHERE state IN ('queued','running','held')")}
-
     def list(self, *, states: tuple[str, ...] | None = None, limit: int = 100, newest_first: bool = True) -> list[Job]:
         db = self._db()
         order = "DESC" if newest_first else "ASC"

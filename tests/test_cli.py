@@ -13,21 +13,13 @@ from ingestd.client import StreamClient
 from ingestd.media_schema import CreateRequest
 
 from .audio import write_wav
-from .daemon import Daemon, jobs_in, make_config, queue_of, wait_for
+from .daemon import Daemon, drop, jobs_in, make_config, queue_of, wait_for
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _drop(tmp_path, name, seconds=1.0):
-    staging = tmp_path / "staging" / name
-    write_wav(staging, seconds)
-    target = tmp_path / "inbox" / name
-    staging.rename(target)
-    return target
 
 
 @pytest.fixture
@@ -85,7 +77,7 @@ def test_status_and_jobs_with_ingestd_config(tmp_path, emulator, capsys, monkeyp
     config = make_config(tmp_path, emulator.base_url)
     monkeypatch.setenv("INGESTD_CONFIG", str(config))
     with Daemon(config) as daemon:
-        _drop(tmp_path, "one.wav")
+        drop(tmp_path, "one.wav")
         [job] = wait_for(lambda: jobs_in(tmp_path, q.DONE), what="done job")
         assert daemon.stop() == 0
     code, out, _ = run(capsys, "status", "--json")
@@ -111,7 +103,7 @@ def test_retry_brings_a_failed_file_back_and_it_succeeds(tmp_path, emulator, cap
     config = make_config(tmp_path, emulator.base_url)
     emulator.settings.faults.transcode_fail = 1.0
     with Daemon(config) as daemon:
-        _drop(tmp_path, "flaky.wav")
+        drop(tmp_path, "flaky.wav")
         [failed] = wait_for(lambda: jobs_in(tmp_path, q.FAILED), what="failed job")
         assert (tmp_path / "failed" / "flaky.wav.error.json").exists()
         emulator.settings.faults.transcode_fail = 0.0
@@ -130,7 +122,7 @@ def test_cancel_deletes_the_media_and_files_the_source_as_failed(tmp_path, emula
     config = make_config(tmp_path, emulator.base_url)
     emulator.settings.transcode_delay = 600  # stays transcoding
     with Daemon(config) as daemon:
-        _drop(tmp_path, "long-transcode.wav")
+        drop(tmp_path, "long-transcode.wav")
         wait_for(lambda: (jobs := queue_of(tmp_path).list()) and jobs[0].stage == q.TRANSCODE, what="transcoding")
         assert daemon.stop() == 0
     [job] = queue_of(tmp_path).list()

@@ -564,3 +564,16 @@ def test_unknown_keys_deep_inside_presets_rules_and_defaults(tmp_path):
         f"{path}:12: rules[0].match.filenme: unknown key; did you mean 'filename'?",
         f"{path}:13: defaults.tittle: unknown key; did you mean 'title'?",
     ]
+
+
+def test_template_syntax_errors_name_the_rule_key_and_line(tmp_path):
+    path = write(tmp_path, minimal_plus("""\
+        rules:
+          - name: weekly
+            title: "{show - Episode {ep}"
+            tags: [podcast, "{show!shout}"]
+        """))
+    problems = [str(p) for p in check_config(path)]
+    assert any(p.startswith(f"{path}:") and ": rules[0].title: " in p for p in problems), problems
+    assert any(": rules[0].tags[1]: " in p and "unknown filter" in p for p in problems), problems
+    assert any(p.startswith(f"{path}:{line_of(path, 'Episode')}: rules[0].title") for p in problems), problems

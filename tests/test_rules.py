@@ -9,7 +9,8 @@ import pytest
 from ingestd.config import Config
 from ingestd.errors import RenderError
 from ingestd.probe import AudioInfo, probe
-from ingestd.rules import RuleDecision, check_template, explain, format_explanation, match_rule, render, render_template
+from ingestd.rules import RuleDecision, explain, format_explanation, match_rule, render
+from ingestd.templates import check_template, render_template
 from ingestd.sidecar import load_sidecar
 from tests.audio import write_wav
 

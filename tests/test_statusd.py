@@ -17,8 +17,7 @@ from ingestd.config import load_config
 from ingestd.service import Service
 from ingestd.statusd import StatusServer
 
-from .audio import write_wav
-from .daemon import Daemon, jobs_in, make_config, wait_for
+from .daemon import Daemon, drop, jobs_in, make_config, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -47,21 +46,13 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
-def _drop(tmp_path, name, seconds=1.0):
-    staging = tmp_path / "staging" / name
-    write_wav(staging, seconds)
-    target = tmp_path / "inbox" / name
-    staging.rename(target)
-    return target
-
-
 def test_metrics_after_an_upload(tmp_path, emulator):
     port = _free_port()
     config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
     base = f"http://127.0.0.1:{port}"
     with Daemon(config) as daemon:
         wait_for(lambda: _get(base + "/healthz")[0] == 200, what="status listener")
-        size = _drop(tmp_path, "episode.wav").stat().st_size
+        size = drop(tmp_path, "episode.wav").stat().st_size
         wait_for(lambda: jobs_in(tmp_path, q.DONE), what="done job")
         status, text = _get(base + "/metrics")
         assert daemon.stop() == 0
@@ -83,7 +74,7 @@ def test_api_errors_are_counted_by_class(tmp_path, emulator):
     config = make_config(tmp_path, emulator.base_url, token="not-the-token", status={"listen": f"127.0.0.1:{port}"})
     base = f"http://127.0.0.1:{port}"
     with Daemon(config) as daemon:
-        _drop(tmp_path, "episode.wav")
+        drop(tmp_path, "episode.wav")
         wait_for(lambda: jobs_in(tmp_path, q.HELD), what="job held for its credentials")
         metrics = _samples(_get(base + "/metrics")[1])
         assert daemon.stop() == 0
@@ -122,7 +113,7 @@ def test_status_page_in_a_browser(tmp_path, emulator):
     with Daemon(config) as daemon:
         wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="status listener")
         (tmp_path / "inbox" / "notes <draft>.mp3").write_bytes(b"meeting notes, not audio\n" * 40)
-        _drop(tmp_path, "good & proper.wav")
+        drop(tmp_path, "good & proper.wav")
         wait_for(lambda: jobs_in(tmp_path, q.DONE) and jobs_in(tmp_path, q.FAILED), what="one done, one failed")
         [failed] = jobs_in(tmp_path, q.FAILED)
         profile = tmp_path / "chromium-profile"

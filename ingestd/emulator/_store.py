@@ -320,10 +320,6 @@ class Store:
             media.ready_at = now + transcode_delay
             media.updated_at = now
 
-    def cancel_complete(self, media_id: str) -> None:
-        with self.lock:
-            self._media[media_id].completing = False
-
     # -- views -------------------------------------------------------------
 
     def as_json(self, media: Media, api_url: str, origin: str) -> dict[str, Any]:
