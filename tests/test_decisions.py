@@ -204,3 +204,23 @@ def test_a_duplicate_is_recognised_after_the_first_copy_left_the_done_folder(tmp
         daemon.stop()
     assert [m["id"] for m in emulator.all_media()] == [done.media_id]
     assert done.id in skipped.error
+
+
+def test_a_part_the_service_lost_is_sent_again_when_complete_reports_the_gap(tmp_path, emulator):
+    source = drop(tmp_path, "lost-part.wav", size=12 * MIB)
+    original = source.read_bytes()
+    config = _config(tmp_path, emulator)
+    with Daemon(config, env={"INGESTD_CRASH_AT": "before_complete"}) as daemon:
+        assert daemon.wait_exit(60) == -9
+    job = queue_of(tmp_path).list(limit=1)[0]
+    assert sorted(job.acked_parts) == [0, 1, 2]
+    emulator.lose_part(job.media_id, 1)
+
+    with Daemon(config) as daemon:
+        done = _one(tmp_path, q.DONE)
+        daemon.stop()
+    [complete_400, complete_ok] = _requests(emulator, "GET", "/complete")
+    assert (complete_400.status, complete_ok.status) == (400, 200)
+    assert "complete_rejected" in [e["event"] for e in queue_of(tmp_path).events(done.id)]
+    assert emulator.media_file(done.media_id).read_bytes() == original
+    assert len(emulator.all_media()) == 1

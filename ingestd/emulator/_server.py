@@ -270,6 +270,10 @@ class Emulator:
                 return media.file
         return None
 
+    def lose_part(self, media_id: str, index: int) -> None:
+        """Fault injection for tests: the service loses a part it had acknowledged."""
+        self._store.lose_part(media_id, index)
+
     # -- bookkeeping -------------------------------------------------------
 
     def _track(self, connection: socket.socket, *, add: bool) -> None:

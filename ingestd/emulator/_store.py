@@ -248,6 +248,12 @@ class Store:
 
     # -- complete ----------------------------------------------------------
 
+    def lose_part(self, media_id: str, index: int) -> None:
+        """Forget an acknowledged part, as a storage fault on the service's side would."""
+        with self.lock:
+            part = self._media[media_id].parts.pop(index)
+        part.path.unlink(missing_ok=True)
+
     def begin_complete(self, media_id: str, user_id: str) -> list[Part]:
         """Check the parts cover the whole file and return them in file order; the media is then locked for assembly."""
         with self.lock:
