@@ -5,7 +5,7 @@ with ``dd``, ``md5sum`` each part, send each with ``curl -F``, then complete wit
 curl. ````StreamClient`` takes the same steps in this process
 (create, each part streamed with its MD5 computed on the way, complete);
 ``ingestd upload`` runs the whole pipeline in a new process (start-up, probe,
-duplicate fingerprint, cost check, create, parts, complete, transcode poll). Contenders alternate, each against a fresh emulator
+duplicate check, cost check, create, parts, complete, transcode poll). Contenders alternate, each against a fresh emulator
 process, and both read the source from the page cache.
 """
 
