@@ -12,7 +12,6 @@ repeated complete is settled by reading the media's status.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import stat
@@ -53,6 +52,8 @@ class JobFailed(Exception):
 
 
 class JobHeld(Exception):
+    """This job waits for something outside to change (budget, credentials); re-checked after ``recheck_after``."""
+
     def __init__(self, reason: str, recheck_after: float | None):
         super().__init__(reason)
         self.reason = reason

@@ -10,7 +10,6 @@ from pathlib import Path
 from ingestd import queue as q
 from ingestd.emulator import Faults
 
-from .conftest import fast_settings
 from .daemon import Daemon, drop, jobs_in, make_config, queue_of, wait_for
 
 MIB = 1024 * 1024
