@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -237,3 +238,39 @@ def test_a_file_changed_after_its_upload_began_starts_over_on_a_fresh_media(tmp_
     assert [m["status"] for m in emulator.all_media(include_deleted=True) if m["id"] == stale["id"]] == ["deleted"]
     assert _md5(emulator.media_file(job.media_id)) == edited
     assert _md5(tmp_path / "done" / "edit.wav") == edited
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 4 MiB tmpfs of its own (needs root and mount rights)."""
+    mountpoint = tmp_path / "small-fs"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_a_full_disk_while_moving_keeps_the_source_until_the_copy_is_whole(tmp_path, emulator, small_filesystem):
+    done_dir = small_filesystem / "done"
+    done_dir.mkdir()
+    filler = small_filesystem / "filler"
+    filler.write_bytes(b"\0" * (3 * MIB))  # leaves less room than the file needs
+    config = make_config(tmp_path, emulator.base_url, upload={"workers": 1} | FAST_RETRIES,
+                         folder={"done_dir": str(done_dir)})
+    source = drop(tmp_path, "big.wav", size=2 * MIB)
+    original = source.read_bytes()
+    with Daemon(config) as daemon:
+        wait_for(lambda: "filing_failed" in daemon.log(), timeout=30, what="filing to hit the full disk")
+        assert source.read_bytes() == original
+        assert not [p.name for p in done_dir.iterdir() if p.name.endswith((".wav", "-partial"))]
+        assert "No space left" in daemon.log()
+        filler.unlink()
+        wait_for(lambda: jobs_in(tmp_path, q.DONE), timeout=30, what="filed once there is room")
+        daemon.stop()
+    assert (done_dir / "big.wav").read_bytes() == original
+    assert not source.exists()
+    assert len(emulator.all_media()) == 1
