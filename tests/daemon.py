@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,15 +64,16 @@ def make_config(root: Path, base_url: str, *, token: str = "test-token", upload:
 class Daemon:
     """`ingestd run` in a subprocess, stopped with SIGTERM (or killed) by the test."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None):
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None, prefix: Sequence[str] = ()):
         self.config = config
+        self.prefix = list(prefix)  # e.g. setpriv, to run the daemon with fewer rights
         self.env = os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {})
         self.log_path = config.parent / "daemon.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Daemon":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ingestd", "run", "--config", str(self.config)],
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "ingestd", "run", "--config", str(self.config)],
                                      stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         return self
