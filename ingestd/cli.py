@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -143,8 +144,8 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
         raise CommandError(f"the file is no longer at {source}; drop it into the watched folder again instead")
     try:
         queue.requeue(job.id, path=job.path)
-    except Exception as exc:  # the live-path index refuses a second live job for the same file
-        raise CommandError(f"cannot retry: {exc}") from exc
+    except sqlite3.IntegrityError:  # the live-path index refuses a second live job for the same file
+        raise CommandError(f"cannot retry: another job is already working on {job.path}") from None
     if source != Path(job.path):
         try:
             move(source, Path(job.path))
