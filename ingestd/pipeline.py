@@ -306,6 +306,7 @@ class Pipeline:
         plan = plan_parts(job.size, upload.chunk_size, upload.part_index_base)
         todo = [Part(path, index, start, length, job.size) for index, start, length in plan if index not in job.acked_parts]
         md5s = dict(job.acked_parts)
+        started = time.monotonic()
         if todo:
             progress = Progress(job.size, sent=sum(length for index, _, length in plan if index in job.acked_parts))
             lock = threading.Lock()
@@ -339,6 +340,10 @@ class Pipeline:
         layout = tuple((start, length) for _, start, length in plan)
         self.queue.update(job.id, stage=q.COMPLETE, content_key=_content_key(layout, [md5s[i] for i, _, _ in plan]),
                           event="upload_finished", detail={"parts": len(plan)})
+        sent = sum(part.length for part in todo)
+        seconds = time.monotonic() - started
+        bound.info("upload_finished", parts=len(plan), parts_sent=len(todo), bytes_sent=sent,
+                   mb_per_s=round(sent / seconds / 1e6, 1) if todo and seconds > 0 else None)
 
     def _send_part(self, job: q.Job, part: Part, advance: Callable[[int], None], bound) -> str:
         for attempt in range(1, PART_SEND_TRIES + 1):
@@ -374,6 +379,7 @@ class Pipeline:
         self.breaker.success()
         self.queue.update(job.id, stage=q.TRANSCODE, transcode_started=time.time(), media_status="transcoding",
                           event="upload_completed")
+        bound.info("upload_completed_transcoding")
 
     def _transcode(self, job: q.Job, owner: str, bound) -> None:
         crashpoints.reach("during_polling")
