@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import shutil
 import threading
 import time
@@ -387,6 +388,39 @@ def test_folder_that_goes_away_keeps_its_candidates_without_stalling_them(tmp_pa
     wait_until(lambda: recorder.ready or recorder.stalled, what="show.mp3 to be handed on")
     assert recorder.stalled == []
     assert recorder.ready[0][1].sidecar == inbox / "show.yaml"
+
+
+def _mount(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+def test_an_unmounted_share_pauses_its_folder_and_loses_nothing(tmp_path, inbox, start_watcher):
+    share = tmp_path / "share"  # a filesystem of its own, as a network share is
+    share.mkdir()
+    mounted = _mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(share))
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount here: {mounted.stderr.strip()}")
+    try:
+        (share / "show.mp3").write_bytes(b"s" * 10)
+        assert _mount("--bind", str(share), str(inbox)).returncode == 0
+        watcher, recorder = start_watcher(folder_config(tmp_path, sidecar="required", sidecar_wait=30))
+        wait_until(lambda: [p for p in watcher.pending() if p["waiting_for"] == "sidecar"], what="waiting for sidecar")
+
+        subprocess.run(["umount", str(inbox)], check=True)  # the share drops away; an empty mount point is left
+        wait_until(lambda: watcher.folder_states()[inbox].startswith("paused: "), what="pause on unmount")
+        assert "not mounted" in watcher.folder_states()[inbox]
+        assert [(p["path"], p["waiting_for"]) for p in watcher.pending()] == [(str(inbox / "show.mp3"), "folder")]
+        assert recorder.stalled == [] and recorder.ready == []
+
+        assert _mount("--bind", str(share), str(inbox)).returncode == 0
+        wait_until(lambda: watcher.folder_states()[inbox] == "watching", what="resume on remount")
+        (share / "show.yaml").write_text("title: Show\n")
+        wait_until(lambda: recorder.ready or recorder.stalled, what="show.mp3 to be handed on")
+        assert recorder.stalled == []
+        assert recorder.ready[0][1].sidecar == inbox / "show.yaml"
+    finally:
+        subprocess.run(["umount", "-l", str(inbox)], capture_output=True)
+        subprocess.run(["umount", "-l", str(share)], capture_output=True)
 
 
 def test_folder_missing_at_start_is_paused_not_fatal(tmp_path, start_watcher):
