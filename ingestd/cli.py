@@ -91,10 +91,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     queue = _queue(config)
     counts = queue.counts()
     held = [{"id": j.id, "path": j.path, "reason": j.held_reason} for j in queue.list(states=(q.HELD,), limit=20)]
-    data = {"counts": counts, "oldest_queued_at": queue.oldest_queued_at(), "last_success_at": queue.last_success_at(), "held": held}
+    activity = queue.activity()
+    data = {"counts": counts, "activity": activity, "oldest_queued_at": queue.oldest_queued_at(),
+            "last_success_at": queue.last_success_at(), "held": held}
     if args.json:
         _print_json(data)
         return EX_OK
+    print(", ".join(f"{n} {what}" for what, n in activity.items()) + "\n")
     print(_table([[state, str(n)] for state, n in counts.items()], ["state", "jobs"]))
     print(f"\nlast success: {_when(data['last_success_at'])}   oldest queued: {_when(data['oldest_queued_at'])}")
     for item in held:

@@ -257,13 +257,16 @@ class JobQueue:
             counts[state] = n
         return counts
 
-    def live_by_stage(self) -> dict[str, dict[str, int]]:
-        """Queued and running jobs per stage: a job polling a transcode is queued between polls, not stuck."""
-        out: dict[str, dict[str, int]] = {}
+    def activity(self) -> dict[str, int]:
+        """What the jobs are doing, as a person reads it: a job polling a transcode is queued between polls, not stuck."""
+        counts = self.counts()
+        waiting_on_service = (TRANSCODE, PUBLISH)
+        activity = dict.fromkeys(("uploading", "queued", "transcoding"), 0)
         for state, stage, n in self._db().execute(
                 "SELECT state, stage, COUNT(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY state, stage"):
-            out.setdefault(state, {})[stage] = n
-        return out
+            key = "transcoding" if stage in waiting_on_service else "uploading" if state == RUNNING else "queued"
+            activity[key] += n
+        return activity | {state: counts[state] for state in (HELD, DONE, FAILED)}
 
     def oldest_queued_at(self) -> float | None:
         row = self._db().execute("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'").fetchone()

@@ -278,14 +278,7 @@ class Service:
         return True, "ok; API unreachable, paused" if self.breaker.is_open else "ok"
 
     def status_line(self) -> str:
-        counts = self.queue.counts()
-        live = self.queue.live_by_stage()
-        waiting_on_service = (q.TRANSCODE, q.PUBLISH)
-        transcoding = sum(n for stages in live.values() for stage, n in stages.items() if stage in waiting_on_service)
-        uploading = sum(n for stage, n in live.get(q.RUNNING, {}).items() if stage not in waiting_on_service)
-        queued = sum(n for stage, n in live.get(q.QUEUED, {}).items() if stage not in waiting_on_service)
-        parts = [f"{uploading} uploading", f"{queued} queued", f"{transcoding} transcoding", f"{counts[q.HELD]} held",
-                 f"{counts[q.DONE]} done", f"{counts[q.FAILED]} failed"]
+        parts = [f"{n} {what}" for what, n in self.queue.activity().items()]
         if self.breaker.is_open:
             parts.append("API unreachable, paused")
         return ", ".join(parts)

@@ -127,3 +127,16 @@ def test_a_second_process_sees_committed_state(tmp_path):
     job = _enqueue(queue)
     other = sqlite3.connect(tmp_path / "queue.sqlite3")
     assert other.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()[0] == q.QUEUED
+
+
+def test_activity_tells_transcoding_apart_from_queued(queue):
+    uploading, polling, waiting = (_enqueue(queue, f"/in/{n}.mp3") for n in range(3))
+    queue.claim("w")
+    queue.update(uploading.id, stage=q.UPLOAD)
+    queue.claim("w")
+    queue.update(polling.id, stage=q.TRANSCODE)
+    queue.release(polling.id, delay=5)  # between two status polls
+    done = _enqueue(queue, "/in/done.mp3")
+    queue.finish(done.id, q.DONE)
+    assert queue.activity() == {"uploading": 1, "queued": 1, "transcoding": 1, "held": 0, "done": 1, "failed": 0}
+    assert queue.get(waiting.id).state == q.QUEUED
