@@ -59,6 +59,15 @@ def parse_size(value: Any) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
+def format_size(n: float) -> str:
+    """The other way round, for people: 12582912 → ``12.0MiB`` (which ``parse_size`` reads back)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{int(n)}B" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 def parse_duration(value: Any) -> float:
     """``6h`` → 21600.0, ``1h30m`` → 5400.0; plain numbers are seconds."""
     if isinstance(value, bool):

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import log as logsetup
 from . import queue as q
 from .client import StreamClient
-from .config import Config, RuleMatch
+from .config import Config, RuleMatch, format_size
 from .errors import IngestdError
 from .pipeline import Pipeline
 from .service import secrets_of
@@ -34,21 +34,13 @@ class ProgressBar:
         rate = sent / elapsed
         eta = (total - sent) / rate if rate > 0 else 0
         filled = int(self.width * sent / total) if total else self.width
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {_human(sent)}/{_human(total)}"
-                          f"  {_human(rate)}/s  ETA {eta:4.0f}s ")
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {format_size(sent)}/{format_size(total)}"
+                          f"  {format_size(rate)}/s  ETA {eta:4.0f}s ")
         self.stream.flush()
 
     def state(self, text: str) -> None:
         self.stream.write(f"\r{text:<70}\n")
         self.stream.flush()
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f}{unit}" if unit != "B" else f"{int(n)}B"
-        n /= 1024
-    return f"{n:.1f}GiB"
 
 
 def _config_for_rule(config: Config, rule_name: str | None) -> Config:

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
 from . import queue as q
+from .config import format_size
 
 if TYPE_CHECKING:
     from .service import Service
@@ -160,7 +161,7 @@ def _uploads(service: Service) -> str:
         name = escape(job.relpath if job else job_id)
         percent = 100 * sent / total if total else 100
         rows.append(f'<tr><td>{name}</td><td><progress max="{total}" value="{sent}"></progress></td>'
-                    f"<td>{percent:.0f}% of {_bytes(total)}</td></tr>")
+                    f"<td>{percent:.0f}% of {format_size(total)}</td></tr>")
     if not rows:
         return '<p class="muted">no upload in progress</p>'
     return "<table><tr><th>file</th><th>progress</th><th></th></tr>" + "".join(rows) + "</table>"
@@ -191,11 +192,3 @@ def _span(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h {s % 3600 // 60}m"
     return f"{s // 86400}d {s % 86400 // 3600}h"
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"

@@ -577,3 +577,10 @@ def test_template_syntax_errors_name_the_rule_key_and_line(tmp_path):
     assert any(p.startswith(f"{path}:") and ": rules[0].title: " in p for p in problems), problems
     assert any(": rules[0].tags[1]: " in p and "unknown filter" in p for p in problems), problems
     assert any(p.startswith(f"{path}:{line_of(path, 'Episode')}: rules[0].title") for p in problems), problems
+
+
+def test_format_size_reads_back_with_parse_size():
+    from ingestd.config import format_size, parse_size
+
+    assert [format_size(n) for n in (512, 12 * 1024 * 1024, 3 * 1024**3)] == ["512B", "12.0MiB", "3.0GiB"]
+    assert parse_size(format_size(50 * 1024 * 1024)) == 50 * 1024 * 1024
