@@ -415,7 +415,8 @@ class Pipeline:
         failed = job.outcome in (q.FAILED, q.CANCELLED)
         folder = self._folder(job)
         if folder is None and not self.move_files:
-            self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome)
+            self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome,
+                              report=self._error_report(job) if failed else self._done_report(job))
             return
         dest_dir = self._dest_dir(job, folder, failed)
         target = Path(job.final_path) if job.final_path else filing.destination(dest_dir, job.relpath, job.id)
@@ -428,13 +429,16 @@ class Pipeline:
         if not source.exists() and not source.is_symlink() and not target.exists():
             # Deleted by someone while it was ours: nothing to move, and a report beside nothing would mislead.
             bound.warning("file_vanished_before_filing")
-            self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome)
+            self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome,
+                              report=self._error_report(job) if failed else self._done_report(job))
             return
         report = self._error_report(job) if failed else self._done_report(job)
         filing.file_away(source=source, sidecar=Path(job.sidecar) if job.sidecar else None, target=target,
                          report=report, failed=failed)
         crashpoints.reach("after_move")
-        self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), final_path=str(target), outcome=job.outcome)
+        # The report travels with the job's end into the outbox: notifications say what the file beside it says.
+        self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), final_path=str(target), outcome=job.outcome,
+                          report=report)
         if failed:
             bound.error("job_failed", reason=job.error, moved_to=str(target))
         else:

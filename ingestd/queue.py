@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,23 @@ CREATE TABLE IF NOT EXISTS events (
     detail  TEXT
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    job_id          TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    label           TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_expires   REAL,
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    sent_at         REAL,
+    PRIMARY KEY (job_id, event, target)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(target, state, next_attempt_at);
 """
 
 
@@ -169,6 +187,51 @@ class Job:
 
 _JOB_COLUMNS = tuple(f.name for f in fields(Job) if f.name != "acked_parts")
 
+# Notification events, and the final states (or outcomes) that raise them; a cancelled job raises none.
+NOTIFY_EVENTS = ("done", "failed", "duplicate", "held")
+PENDING, SENT, UNDELIVERABLE = "pending", "sent", "undeliverable"
+_EVENT_OF_ENDING = {DONE: "done", FAILED: "failed", "duplicate": "duplicate"}
+
+
+@dataclass(frozen=True)
+class OutboxTarget:
+    """Where notifications go, as the queue knows it: a stable key, a name people read, the events it wants."""
+
+    key: str
+    label: str
+    events: frozenset[str]
+
+
+@dataclass
+class Notification:
+    """A row of the outbox: one event of one job for one target."""
+
+    job_id: str
+    event: str
+    target: str
+    label: str
+    seq: int
+    payload: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    lease_expires: float | None
+    last_error: str | None
+    created_at: float
+    sent_at: float | None
+
+    @property
+    def event_id(self) -> str:
+        """What a receiver uses to drop repeats: the same on every delivery of this event."""
+        return f"{self.job_id}:{self.event}"
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.payload)
+
+
+_NOTIFICATION_COLUMNS = tuple(f.name for f in fields(Notification))
+
 
 class JobQueue:
     """Thread-safe access to the queue file: each thread has its own connection, writes go one at a time."""
@@ -179,6 +242,11 @@ class JobQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        # Set by the daemon from its config: who hears of jobs that end or are held.
+        self.outbox_targets: tuple[OutboxTarget, ...] = ()
+        # Set after a commit that wrote to the outbox, so the delivery workers need not wait for their next look.
+        self.outbox_written = threading.Event()
+        self._outbox_touched = False
         with self._write_lock:
             db = self._db()
             db.executescript(_SCHEMA)
@@ -204,12 +272,15 @@ class JobQueue:
         db = self._db()
         with self._write_lock:
             db.execute("BEGIN IMMEDIATE")
+            self._outbox_touched = False
             try:
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            if self._outbox_touched:
+                self.outbox_written.set()
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -424,10 +495,16 @@ class JobQueue:
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET state = 'held', held_reason = ?, lease_owner = NULL, lease_expires = NULL,"
-                " next_attempt_at = ?, attempts = MAX(attempts - 1, 0), updated_at = ? WHERE id = ?",
+                " next_attempt_at = ?, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = ?"
+                " WHERE id = ?",
                 (reason, now + recheck_after if recheck_after is not None else 0, now, job_id),
             )
             self._event(db, job_id, "held", {"reason": reason})
+            row = db.execute("SELECT path, rule FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            report = {"job_id": job_id, "source": row["path"] if row else None, "rule": row["rule"] if row else None,
+                      "status": "held", "reason": reason, "held_at": _iso(now)}
+            # Once per job: a job re-held at each budget re-check is not news.
+            self._notify(db, job_id, "held", report, now, again=False)
 
     def unhold(self, *, reason_prefix: str = "", due_only: bool = False, now: float | None = None) -> int:
         """Put held jobs back in the queue: all of them, those held for one reason, or those due for a re-check."""
@@ -441,7 +518,11 @@ class JobQueue:
             return db.execute(query, args).rowcount
 
     def finish(self, job_id: str, state: str, *, error: str | None = None, final_path: str | None = None,
-               outcome: str | None = None) -> None:
+               outcome: str | None = None, report: dict[str, Any] | None = None) -> None:
+        """Record a job's end and, in the same transaction, the notifications it raises.
+
+        ``report`` is what was written beside the filed file; notifications carry it.
+        """
         if state not in FINAL_STATES:
             raise ValueError(f"{state!r} is not a final state")
         now = time.time()
@@ -452,6 +533,13 @@ class JobQueue:
                 (state, outcome or state, error, final_path, now, now, job_id),
             )
             self._event(db, job_id, state, {"error": error, "final_path": final_path})
+            event = _EVENT_OF_ENDING.get(outcome or state)
+            if event is not None:
+                if report is None:
+                    row = db.execute("SELECT path, rule, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                    report = {"job_id": job_id, "source": row["path"], "rule": row["rule"], "status": event,
+                              "reason": row["error"]}
+                self._notify(db, job_id, event, report, now, again=True)
 
     def requeue(self, job_id: str, *, path: str, stage: str = PREPARE) -> None:
         """Start a finished job over (``ingestd jobs retry``): a fresh attempt count, no media yet."""
@@ -466,12 +554,112 @@ class JobQueue:
                 (stage, path, now, job_id),
             )
             self._event(db, job_id, "requeued", {"path": path})
+            # A job started over may end the same way again; that ending is news again.
+            db.execute("DELETE FROM outbox WHERE job_id = ? AND state != 'pending'", (job_id,))
+
+    def _notify(self, db: sqlite3.Connection, job_id: str, event: str, report: dict[str, Any], now: float,
+                *, again: bool) -> None:
+        """Put one notification per interested target in the outbox; ``again`` re-arms one already there."""
+        targets = [t for t in self.outbox_targets if event in t.events]
+        if not targets:
+            return
+        payload = json.dumps(report | {"event": event, "job_id": job_id}, ensure_ascii=False, sort_keys=True)
+        seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0]
+        conflict = ("DO UPDATE SET payload = excluded.payload, seq = excluded.seq, state = 'pending', attempts = 0,"
+                    " next_attempt_at = excluded.next_attempt_at, lease_expires = NULL, last_error = NULL,"
+                    " created_at = excluded.created_at, sent_at = NULL") if again else "DO NOTHING"
+        for target in targets:
+            db.execute(
+                "INSERT INTO outbox (job_id, event, target, label, seq, payload, state, next_attempt_at, created_at)"
+                f" VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (job_id, event, target) {conflict}",
+                (job_id, event, target.key, target.label, seq, payload, PENDING, now, now),
+            )
+        self._outbox_touched = True
+
+    # -- the outbox --------------------------------------------------------
+
+    def due_notifications(self, target: str, *, now: float | None = None, limit: int = 20) -> list[Notification]:
+        """Pending notifications for a target that may be sent now: due, not leased, and first of their job."""
+        now = time.time() if now is None else now
+        rows = self._db().execute(
+            "SELECT * FROM outbox o WHERE target = ? AND state = 'pending' AND next_attempt_at <= ?"
+            " AND (lease_expires IS NULL OR lease_expires < ?)"
+            " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.job_id = o.job_id AND e.target = o.target"
+            " AND e.state = 'pending' AND e.seq < o.seq)"
+            " ORDER BY next_attempt_at, created_at LIMIT ?",
+            (target, now, now, limit),
+        ).fetchall()
+        return [_notification(r) for r in rows]
+
+    def claim_notification(self, n: Notification, *, lease: float, now: float | None = None) -> bool:
+        """Take one notification for sending; False when another sender has it (or it is no longer pending)."""
+        now = time.time() if now is None else now
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE outbox SET lease_expires = ?, attempts = attempts + 1 WHERE job_id = ? AND event = ? AND target = ?"
+                " AND state = 'pending' AND (lease_expires IS NULL OR lease_expires < ?)",
+                (now + lease, n.job_id, n.event, n.target, now),
+            )
+        return cursor.rowcount == 1
+
+    def notification_sent(self, n: Notification, *, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._write() as db:
+            db.execute("UPDATE outbox SET state = 'sent', sent_at = ?, lease_expires = NULL, last_error = NULL"
+                       " WHERE job_id = ? AND event = ? AND target = ?", (now, n.job_id, n.event, n.target))
+
+    def notification_failed(self, n: Notification, error: str, *, retry_at: float | None) -> None:
+        """A try that did not get through: try again at ``retry_at``, or (None) give up and say so."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE outbox SET state = ?, next_attempt_at = ?, lease_expires = NULL, last_error = ?"
+                " WHERE job_id = ? AND event = ? AND target = ?",
+                (PENDING if retry_at is not None else UNDELIVERABLE, retry_at or 0, error, n.job_id, n.event, n.target),
+            )
+
+    def notifications(self, *, states: tuple[str, ...] = (PENDING, UNDELIVERABLE), job_id: str | None = None,
+                      limit: int = 1000) -> list[Notification]:
+        marks = ",".join("?" * len(states))
+        query, args = f"SELECT * FROM outbox WHERE state IN ({marks})", list(states)
+        if job_id is not None:
+            query, args = query + " AND job_id = ?", [*args, job_id]
+        rows = self._db().execute(query + " ORDER BY created_at, seq LIMIT ?", (*args, limit)).fetchall()
+        return [_notification(r) for r in rows]
+
+    def notification_counts(self) -> dict[str, dict[str, int]]:
+        """{target label: {state: count}} for notifications still pending or given up on."""
+        counts: dict[str, dict[str, int]] = {}
+        for label, state, n in self._db().execute(
+                "SELECT label, state, COUNT(*) FROM outbox WHERE state != 'sent' GROUP BY label, state"):
+            counts.setdefault(label, dict.fromkeys((PENDING, UNDELIVERABLE), 0))[state] = n
+        return counts
+
+    def retry_notifications(self, *, job_id: str | None = None, now: float | None = None) -> int:
+        """Give undeliverable notifications (of one job, or all) a fresh day of tries."""
+        now = time.time() if now is None else now
+        query = ("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, created_at = ?, lease_expires = NULL"
+                 " WHERE state = 'undeliverable'")
+        args: list[Any] = [now, now]
+        if job_id is not None:
+            query, args = query + " AND job_id = ?", [*args, job_id]
+        with self._write() as db:
+            count = db.execute(query, args).rowcount
+            self._outbox_touched = count > 0
+        return count
 
     def _event(self, db: sqlite3.Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
         db.execute(
             "INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)",
             (job_id, time.time(), event, json.dumps(detail, ensure_ascii=False) if detail else None),
         )
+
+
+def _notification(row: sqlite3.Row) -> Notification:
+    return Notification(**{name: row[name] for name in _NOTIFICATION_COLUMNS})
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def queue_path(state_dir: Path) -> Path:

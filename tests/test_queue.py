@@ -140,3 +140,82 @@ def test_activity_tells_transcoding_apart_from_queued(queue):
     queue.finish(done.id, q.DONE)
     assert queue.activity() == {"uploading": 1, "queued": 1, "transcoding": 1, "held": 0, "done": 1, "failed": 0}
     assert queue.get(waiting.id).state == q.QUEUED
+
+
+# -- the notification outbox -------------------------------------------------------------------
+
+HOOK = q.OutboxTarget("webhook:1", "webhook https://cms.example/hook", frozenset({"done", "failed", "held"}))
+CHAT = q.OutboxTarget("apprise:2", "apprise slack://", frozenset({"failed"}))
+
+
+def test_a_job_that_ends_puts_its_notification_in_the_outbox_in_the_same_transaction(queue):
+    queue.outbox_targets = (HOOK, CHAT)
+    done, failed = _enqueue(queue, "/in/a.mp3"), _enqueue(queue, "/in/b.mp3")
+    queue.finish(done.id, q.DONE, report={"job_id": done.id, "media_id": "m1", "status": "done"})
+    queue.finish(failed.id, q.FAILED, error="not audio")
+    assert queue.outbox_written.is_set()
+    [to_hook] = queue.notifications(job_id=done.id)
+    assert (to_hook.target, to_hook.event, to_hook.event_id) == ("webhook:1", "done", f"{done.id}:done")
+    assert to_hook.body == {"job_id": done.id, "media_id": "m1", "status": "done", "event": "done"}
+    # Without a report (nothing was filed) the notification still says what happened.
+    assert {n.target for n in queue.notifications(job_id=failed.id)} == {"webhook:1", "apprise:2"}
+    assert queue.notifications(job_id=failed.id)[0].body["reason"] == "not audio"
+
+
+def test_a_cancelled_or_skipped_job_and_a_target_without_the_event_raise_nothing(queue):
+    queue.outbox_targets = (CHAT,)
+    for state in (q.DONE, q.CANCELLED, q.SKIPPED):
+        queue.finish(_enqueue(queue, f"/in/{state}.mp3").id, state)
+    assert queue.notifications() == []
+
+
+def test_a_job_held_again_at_each_recheck_notifies_once(queue):
+    queue.outbox_targets = (HOOK,)
+    job = _enqueue(queue)
+    for _ in range(3):
+        queue.claim_job(job.id, "w1")
+        queue.hold(job.id, "budget: too expensive", recheck_after=600)
+    [held] = queue.notifications()
+    assert held.body["status"] == "held" and held.body["reason"] == "budget: too expensive"
+
+
+def test_notifications_of_one_job_go_out_in_order(queue):
+    queue.outbox_targets = (HOOK,)
+    job = _enqueue(queue)
+    queue.hold(job.id, "auth: 401")
+    queue.finish(job.id, q.DONE)
+    due = queue.due_notifications(HOOK.key)
+    assert [n.event for n in due] == ["held"]  # done waits until held is out
+    assert queue.claim_notification(due[0], lease=60)
+    assert not queue.claim_notification(due[0], lease=60)  # leased: nobody else sends it meanwhile
+    assert queue.due_notifications(HOOK.key) == []
+    queue.notification_sent(due[0])
+    assert [n.event for n in queue.due_notifications(HOOK.key)] == ["done"]
+
+
+def test_a_failed_send_waits_and_a_given_up_one_is_undeliverable_until_retried(queue):
+    queue.outbox_targets = (HOOK,)
+    job = _enqueue(queue)
+    queue.finish(job.id, q.DONE)
+    [n] = queue.due_notifications(HOOK.key)
+    queue.claim_notification(n, lease=60)
+    queue.notification_failed(n, "HTTP 500", retry_at=time.time() + 100)
+    assert queue.due_notifications(HOOK.key) == []
+    assert queue.due_notifications(HOOK.key, now=time.time() + 101)[0].attempts == 1
+    queue.notification_failed(n, "HTTP 500", retry_at=None)
+    assert queue.notification_counts() == {HOOK.label: {"pending": 0, "undeliverable": 1}}
+    assert queue.retry_notifications() == 1
+    [again] = queue.due_notifications(HOOK.key)
+    assert again.attempts == 0 and again.state == q.PENDING
+
+
+def test_a_job_retried_after_it_was_notified_notifies_its_new_ending(queue):
+    queue.outbox_targets = (HOOK,)
+    job = _enqueue(queue)
+    queue.finish(job.id, q.FAILED, error="not audio")
+    [n] = queue.due_notifications(HOOK.key)
+    queue.notification_sent(n)
+    queue.requeue(job.id, path=job.path)
+    queue.finish(job.id, q.FAILED, error="still not audio")
+    [again] = queue.due_notifications(HOOK.key)
+    assert again.body["reason"] == "still not audio"
