@@ -32,6 +32,7 @@ from .errors import (
     ServerError,
     SourceChangedError,
 )
+from .log import SecretRedactor
 from .media_schema import CreateRequest, UpdateRequest
 from .models import Cost, Media, MediaPage, RateLimit
 
@@ -126,6 +127,8 @@ class StreamClient:
             raise ValueError("a token, or both a public key and a secret key, are required")
         self.base_url = base_url.rstrip("/")
         self.rate_limit = RateLimit()
+        # An error text may quote what was sent (a header, the server echoing it): it never carries our credentials.
+        self._redactor = SecretRedactor([s for s in (token, secret_key) if s])
         self._http = httpx.Client(
             base_url=self.base_url + "/",
             auth=auth,
@@ -272,12 +275,12 @@ class StreamClient:
         except httpx.TimeoutException as exc:
             raise APIConnectionError(f"timed out: {type(exc).__name__}", method=method, path=path) from exc
         except httpx.TransportError as exc:
-            raise APIConnectionError(f"{type(exc).__name__}: {exc}", method=method, path=path) from exc
+            raise APIConnectionError(self._redactor.scrub(f"{type(exc).__name__}: {exc}"), method=method, path=path) from exc
         rate_limit = _rate_limit(response.headers)
         if rate_limit is not None:
             self.rate_limit = rate_limit
         if not response.is_success:
-            raise _error_for(response, method, path)
+            raise _error_for(response, method, path, self._redactor.scrub(_server_message(response)))
         if not response.content:
             return None  # a 204 carries nothing, and needs nothing
         try:
@@ -364,9 +367,8 @@ def _unexpected(method: str, path: str, detail: str) -> NoReturn:
     raise ServerError(f"unexpected answer: {detail}", method=method, path=path)
 
 
-def _error_for(response: httpx.Response, method: str, path: str) -> APIError:
+def _error_for(response: httpx.Response, method: str, path: str, message: str) -> APIError:
     code = response.status_code
-    message = _server_message(response)
     where: dict[str, Any] = {"status_code": code, "method": method, "path": path}
     if code == 429:
         return RateLimitedError(message, retry_after=_retry_after(response.headers), **where)

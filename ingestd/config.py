@@ -107,6 +107,16 @@ class ApiConfig(_Model):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("token", "public_key", "secret_key")
+    @classmethod
+    def _one_printable_word(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text and any(c.isspace() or not c.isprintable() for c in text):
+            # Never quote the value: it is a secret. A stray CR or newline usually comes from an env file edited on Windows.
+            raise ValueError("contains a space or a control character (a trailing CR or newline from an env file?); "
+                             "credentials are one word of printable characters")
+        return value
+
     @model_validator(mode="after")
     def _credentials(self) -> "ApiConfig":
         if self.token is not None and not self.token.get_secret_value():

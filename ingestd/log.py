@@ -2,26 +2,58 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import sys
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import structlog
 
 REDACTED = "[redacted]"
 
 
+def secret_forms(secret: str) -> set[str]:
+    """Every way ``secret`` can appear in text: as is, escaped (JSON, Python repr, bytes repr), percent-encoded,
+    and inside any base64 text such as a Basic ``Authorization`` header (whatever comes before it)."""
+    forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], repr(secret.encode())[2:-1],
+             quote(secret, safe=""), quote_plus(secret), quote(secret)}
+    raw = secret.encode()
+    for offset in range(3):
+        # With `offset` bytes before it, the base64 characters wholly made of the secret's bytes.
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        whole = (offset + len(raw)) // 3 * 4
+        forms.add(encoded[4 if offset else 0:whole])
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+# Short values would redact innocent text; real tokens are long.
+MIN_SECRET_LENGTH = 6
+
+
 class SecretRedactor:
-    """A structlog processor that replaces every known secret value wherever it appears in an event."""
+    """A structlog processor that replaces every known secret, in any of its forms, wherever it appears in an event.
+
+    Each part of ingestd that holds secrets registers them under its own name (``set("api", [...])``),
+    so one part's reload does not forget another's.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()):
+        self._by_owner: dict[str, list[str]] = {}
         self.secrets: list[str] = []
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
-        # Short values would redact innocent text; real tokens are long.
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        """Replace the API credentials (kept for callers that know only those)."""
+        self.set("api", secrets)
+
+    def set(self, owner: str, secrets: Iterable[str]) -> None:
+        """Replace the secrets registered under ``owner`` (e.g. ``api``, ``notify``, ``queue``)."""
+        self._by_owner[owner] = [s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH]
+        forms = {form for values in self._by_owner.values() for s in values for form in secret_forms(s)}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.parse
+import urllib.request
 import uuid
 
+import pytest
 import yaml
 
 from ingestd import queue as q
@@ -95,3 +105,114 @@ def test_a_key_pair_never_leaks(tmp_path, emulator_factory, monkeypatch):
                      {"public_key": "pub-ingestd", "secret_key": "${INGESTD_TEST_SECRET}"})
     outputs = _exercise(root, config, {"INGESTD_TEST_SECRET": secret}, {"INGESTD_TEST_SECRET": wrong}, monkeypatch)
     assert _leaks(root, outputs, [secret, wrong]) == []
+
+
+def _forms(secret: str, public_key: str) -> dict[str, str]:
+    """The shapes a credential takes in text once something quotes or encodes it."""
+    return {
+        "raw": secret,
+        "json-escaped": json.dumps(secret)[1:-1],
+        "repr": repr(secret)[1:-1],
+        "bytes repr": repr(secret.encode())[2:-1],
+        "percent-encoded": urllib.parse.quote(secret, safe=""),
+        "base64": base64.b64encode(secret.encode()).decode(),
+        "Basic": base64.b64encode(f"{public_key}:{secret}".encode()).decode(),
+    }
+
+
+class _EchoingAPI(http.server.BaseHTTPRequestHandler):
+    """A careless API that quotes the caller's credentials, in every form, in each refusal."""
+
+    public_key = "pub-ingestd"
+
+    def _refuse(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = "invalid request from " + " / ".join(_forms(token, self.public_key).values())
+        body = json.dumps({"status": "error", "message": message}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _refuse
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def echoing_api():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoingAPI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_token_quoted_back_in_any_form_is_redacted_everywhere(tmp_path, echoing_api, monkeypatch):
+    # Printable, but escaped and percent-encoded differently from the raw text.
+    token = f'tok"{uuid.uuid4().hex}\\/+='
+    root = tmp_path / "ingest"
+    port = _free_port()
+    config = _config(root, echoing_api, {"token": "${INGESTD_TEST_TOKEN}"})
+    data = yaml.safe_load(config.read_text())
+    data["status"] = {"listen": f"127.0.0.1:{port}"}
+    data["upload"]["max_attempts"] = 1
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    pages = []
+    with Daemon(config, env={"INGESTD_TEST_TOKEN": token}) as daemon:
+        _drop(root, "episode.wav", seconds=1.0)
+        wait_for(lambda: (root / "failed" / "episode.wav.error.json").exists(), what="the refused file filed as failed")
+        for page in ("/", "/metrics", "/healthz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{page}", timeout=10) as response:
+                pages.append(response.read().decode())
+        assert daemon.stop() == 0
+    assert "[redacted]" in (root / "failed" / "episode.wav.error.json").read_text(), "the refusal was recorded"
+    monkeypatch.setenv("INGESTD_TEST_TOKEN", token)
+    monkeypatch.setenv("INGESTD_CONFIG", str(config))
+    outputs = pages + [_cli("jobs", "list", "--json")] + [_cli("jobs", "show", "--json", j.id) for j in queue_of(root).list()]
+    forms = _forms(token, _EchoingAPI.public_key)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert any(p.name.endswith("-wal") for p in files) or any(p.suffix == ".sqlite3" for p in files)
+    leaks = [f"{p.relative_to(root)}: {kind}" for p in files for kind, form in forms.items() if form.encode() in p.read_bytes()]
+    leaks += [f"served or printed: {kind}" for text in outputs for kind, form in forms.items() if form in text]
+    assert leaks == []
+
+
+@pytest.mark.parametrize("key,value", [("token", "tok-0123456789abcdef\r"), ("token", "tok-0123456789 abcdef"),
+                                       ("secret_key", "sec-0123456789abcdef\n"), ("public_key", "pub\x1b[2J-key")])
+def test_a_credential_with_a_control_character_or_space_is_refused_at_load(tmp_path, key, value):
+    root = tmp_path / "ingest"
+    api = {"token": "${SECRET}"} if key == "token" else {"public_key": "pub-key", "secret_key": "sec-0123456789", key: "${SECRET}"}
+    config = _config(root, "http://127.0.0.1:9", api)
+    line = next(n for n, text in enumerate(config.read_text().splitlines(), 1) if "${SECRET}" in text)
+    env = os.environ | {"SECRET": value}
+    for command in ("check-config", "run"):
+        result = subprocess.run([sys.executable, "-m", "ingestd", command, "--config", str(config)], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 78, result.stderr
+        assert f"{config}:{line}: api.{key}: contains a space or a control character" in result.stderr
+        assert value.strip() not in result.stdout + result.stderr
+
+
+def test_the_redactor_knows_every_form_and_every_owner():
+    from ingestd.log import REDACTED, SecretRedactor
+
+    redactor = SecretRedactor(["tok-abcdef0123456789"])
+    redactor.set("queue", ["pg-pass/word+1"])
+    text = " ".join([*_forms("tok-abcdef0123456789", "pub").values(), "x" + _forms("tok-abcdef0123456789", "public")["Basic"],
+                     *_forms("pg-pass/word+1", "user").values()])
+    scrubbed = redactor.scrub(text)
+    assert "tok-abc" not in scrubbed and "pg-pass" not in scrubbed and "pg%2Fpass" not in scrubbed
+    assert scrubbed.count(REDACTED) >= 10
+    redactor.update(["another-token-value"])
+    assert redactor.scrub("pg-pass/word+1") == REDACTED, "a reload of the API credentials keeps the queue's secret"
