@@ -22,6 +22,8 @@ SIDECAR_SUFFIXES = (".yaml", ".yml", ".json")
 RESERVED_METADATA_KEY = "ingestd_job"
 # The tags of the config's Qualities union; they appear in error locations and are not keys.
 _QUALITY_FORMS = ("preset", "inline")
+# A title, tags and metadata fit in a few KiB; a larger file is a mistake, and would be slow to parse.
+MAX_SIDECAR_SIZE = 1024 * 1024
 
 
 class SidecarError(IngestdError):
@@ -73,6 +75,10 @@ def find_sidecar(audio: Path) -> Path | None:
 def load_sidecar(path: Path) -> Sidecar:
     """Read and validate one sidecar file."""
     try:
+        size = path.stat().st_size
+        if size > MAX_SIDECAR_SIZE:
+            reason = f"{size} bytes is more than a sidecar may hold ({MAX_SIDECAR_SIZE} bytes): it should set a few fields"
+            raise SidecarError(path, [ConfigProblem(str(path), None, "", reason)])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SidecarError(path, [ConfigProblem(str(path), None, "", f"cannot read: {exc}")]) from None

@@ -125,3 +125,11 @@ def test_sidecar_that_is_not_text(tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(SidecarError, match="cannot read"):
         load_sidecar(path)
+
+
+def test_an_oversized_sidecar_is_refused_unread(tmp_path):
+    path = tmp_path / "ep.json"
+    path.write_text(json.dumps({"title": "Pilot", "description": "x" * (6 * 1024 * 1024)}))
+    with pytest.raises(SidecarError, match=r"more than a sidecar may hold \(1048576 bytes\)") as caught:
+        load_sidecar(path)
+    assert caught.value.problems[0].file == str(path)
