@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -41,8 +43,31 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
-    sys.stdout.write("\n")
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    # json escapes C0 controls itself; DEL and C1 (a terminal reads \x9b as CSI) are escaped here, still valid JSON.
+    sys.stdout.write(_C1_OR_DEL.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
+
+
+_C1_OR_DEL = re.compile("[\x7f-\x9f]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """Control characters (but newline and tab) shown as ``\\x1b`` escapes: titles from the API never drive the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class _VisibleStream:
+    """stdout for the commands: everything printed passes through ``visible``."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(visible(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _when(timestamp: float | None) -> str:
@@ -385,19 +410,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with contextlib.redirect_stdout(_VisibleStream(sys.stdout)):
+            return args.func(args)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(visible(str(problem)), file=sys.stderr)
         return EX_CONFIG
     except CommandError as exc:
-        print(f"ingestd: {exc}", file=sys.stderr)
+        print(f"ingestd: {visible(str(exc))}", file=sys.stderr)
         return EX_FAILURE
     except APIError as exc:
-        print(f"ingestd: the API said: {exc}", file=sys.stderr)
+        print(f"ingestd: the API said: {visible(str(exc))}", file=sys.stderr)
         return EX_FAILURE
     except IngestdError as exc:
-        print(f"ingestd: {exc}", file=sys.stderr)
+        print(f"ingestd: {visible(str(exc))}", file=sys.stderr)
         return EX_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -125,7 +125,8 @@ def render(config: Config, path: Path, root: Path, *, job_id: str, audio: AudioI
         reasons = "; ".join(f"{d.rule}: {d.reason}" for d in decisions) or "no rules are configured"
         raise RenderError(f"no rule matches {shown!r} ({reasons})")
 
-    variables = {**_file_variables(path, root, audio), **groups}
+    # Every variable is cleaned like a file name: a regex group or an audio tag may carry ESC or BEL.
+    variables = {k: _printable(v) if isinstance(v, str) else v for k, v in {**_file_variables(path, root, audio), **groups}.items()}
     fields = _merge(config, rule)
     if RESERVED_METADATA_KEY in (fields["metadata"] or {}):
         raise RenderError(f"rule {rule.name!r}: metadata key {RESERVED_METADATA_KEY!r} is reserved for the job id",

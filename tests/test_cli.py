@@ -186,3 +186,15 @@ def test_media_get_cost_update_delete(tmp_path, emulator, seeded, capsys):
     assert code == 0 and media_id not in [m["id"] for m in emulator.all_media()]
     code, _, err = run(capsys, "media", "get", media_id, "--config", config)
     assert code == 1 and "the API said" in err
+
+
+def test_media_list_never_prints_raw_control_characters(tmp_path, emulator, capsys):
+    title = "Evil\x1b[2J\x07 show\x9b"
+    with StreamClient(emulator.base_url, token="test-token") as client:
+        media_id = client.create_media(CreateRequest(type="audio", title=title)).id
+    config = str(make_config(tmp_path, emulator.base_url))
+    outputs = [run(capsys, "media", "list", "--config", config)[1], run(capsys, "media", "get", media_id, "--config", config)[1]]
+    json_out = run(capsys, "media", "list", "--config", config, "--json")[1]
+    assert all("Evil\\x1b[2J\\x07 show\\x9b" in out for out in outputs)
+    assert json.loads(json_out)[0]["title"] == title, "JSON keeps the title exact, escaped"
+    assert not [c for out in [*outputs, json_out] for c in out if c not in "\n\t" and (ord(c) < 32 or 0x7f <= ord(c) <= 0x9f)]

@@ -397,3 +397,18 @@ def test_control_characters_in_file_names_do_not_reach_titles(tmp_path):
     rendered = render(config, audio, inbox, job_id="j1", audio=None, sidecar=None)
     assert rendered.request.title == "two lines"
     assert rendered.request.tags == ["two lines .wav"]
+
+
+def test_control_characters_in_regex_groups_and_tags_never_reach_the_request(tmp_path):
+    config = make_config(tmp_path, [{
+        "name": "groups", "match": {"regex": r"^(?P<show>.+)_ep(?P<ep>\d+)\.wav$"},
+        "title": "{show} - {ep}", "description": "{show} {tag.title}", "tags": ["{show}"], "metadata": {"show": "{show}"},
+    }])
+    path = audio_file(tmp_path, "Evil\x1b[2J\x07Show\x9b_ep1.wav")
+    audio = AudioInfo(format="wav", duration=1.0, sample_rate=44100, channels=2, tags={"title": "tag\x1b]0;pwned\x07"})
+    rendered = render_file(config, tmp_path, path, audio=audio)
+    body = rendered.request.body()
+    texts = [body["title"], body["description"], *body["tags"], *(m["value"] for m in body["metadata"])]
+    texts += list(rendered.variables.values())
+    assert body["title"] == "Evil [2J Show  - 1"
+    assert not [t for t in texts if any(unicodedata.category(c) == "Cc" for c in t)]
