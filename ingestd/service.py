@@ -231,10 +231,13 @@ class Service:
         """Let the watcher hand on the files the start-up scan found settled, so READY means they are in the queue."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and (
-                self._arrivals_pending or any(self._settled_on_disk(p) for p in self.watcher.pending())):
+                self._arrivals_pending or any(self._about_to_arrive(p) for p in self.watcher.pending())):
             time.sleep(0.05)
 
-    def _settled_on_disk(self, pending: dict) -> bool:
+    def _about_to_arrive(self, pending: dict) -> bool:
+        """Being handed on now, or settled on disk and only waiting for the watcher's next look."""
+        if pending["waiting_for"] == "handoff":
+            return True
         folder = self.config.folder_for(Path(pending["path"]))
         if folder is None or pending["waiting_for"] != "settle":
             return False

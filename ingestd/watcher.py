@@ -174,7 +174,8 @@ class Watcher:
         return sum(self._scan_folder(watch) for watch in self._watches if watch.paused is None)
 
     def pending(self) -> list[dict]:
-        """Files still settling: ``path``, ``size``, ``waiting_for`` and ``since`` (epoch seconds)."""
+        """Files not yet handed on: ``path``, ``size``, ``waiting_for`` (settle, complete, sidecar, folder or
+        handoff, while ``on_ready`` is taking it) and ``since`` (epoch seconds)."""
         with self._lock:
             return [
                 {"path": str(c.path), "size": c.key[0], "waiting_for": c.waiting_for, "since": c.since}
@@ -574,15 +575,13 @@ class Watcher:
                 del self._candidates[c.path]
 
     def _hand_on(self, c: _Candidate, outcome: ReadyFile | str) -> None:
-        with self._lock:
-            self._candidates.pop(c.path, None)
-            self._reported[c.path] = _Reported(inode=c.key[2], mtime_ns=c.key[1], folder=c.watch.folder.path,
-                                               at=time.monotonic())
+        # The file stays in pending() until the callback has taken it: whoever waits for "nothing pending and
+        # nothing on its way" (the service, before READY) must never see it in neither place.
+        c.waiting_for = "handoff"
         try:
             if self._is_known(c.path):
                 log.debug("file_already_queued", path=str(c.path))
-                return
-            if isinstance(outcome, ReadyFile):
+            elif isinstance(outcome, ReadyFile):
                 log.info("file_ready", path=str(c.path), size=outcome.size,
                          sidecar=str(outcome.sidecar) if outcome.sidecar else None)
                 self._on_ready(outcome)
@@ -592,8 +591,13 @@ class Watcher:
         except Exception:
             # Not handed on after all: the next rescan offers it again.
             log.exception("file_handoff_failed", path=str(c.path))
-            with self._lock:
-                self._reported.pop(c.path, None)
+            self._drop(c)
+            return
+        with self._lock:
+            if self._candidates.get(c.path) is c:
+                del self._candidates[c.path]
+            self._reported[c.path] = _Reported(inode=c.key[2], mtime_ns=c.key[1], folder=c.watch.folder.path,
+                                               at=time.monotonic())
 
 
 class _EventHandler(FileSystemEventHandler):

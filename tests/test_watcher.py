@@ -515,3 +515,31 @@ def test_inotify_limit_warning_names_the_sysctl_fix(tmp_path, inbox, monkeypatch
     assert message is not None
     assert "need about 5 inotify watches" in message and "is 4" in message
     assert "sysctl fs.inotify.max_user_watches=524288" in message
+
+
+def test_a_file_being_handed_on_is_still_pending_so_it_is_never_in_neither_place(tmp_path, inbox, start_watcher):
+    # The service reports ready once nothing is pending and nothing is on its way to the queue; a file that has
+    # left pending() before on_ready counted it would let READY through with the file in neither place.
+    song = inbox / "waiting.mp3"
+    song.write_bytes(b"w" * 10)
+    make_old(song)
+    seen_while_handing_on: list[list[dict]] = []
+    holder: list[Watcher] = []
+
+    def is_known(path: Path) -> bool:
+        wait_until(lambda: holder, what="the watcher")
+        seen_while_handing_on.append(holder[0].pending())
+        return False
+
+    recorder = Recorder()
+
+    def on_ready(ready: ReadyFile) -> None:
+        seen_while_handing_on.append(holder[0].pending())
+        recorder.on_ready(ready)
+
+    watcher, _ = start_watcher(folder_config(tmp_path), recorder=recorder, is_known=is_known, on_ready=on_ready)
+    holder.append(watcher)
+    wait_until(lambda: recorder.ready, what="waiting.mp3")
+    assert [[(p["path"], p["waiting_for"]) for p in seen] for seen in seen_while_handing_on] == \
+        [[(str(song), "handoff")]] * 2
+    assert watcher.pending() == []
