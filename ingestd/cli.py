@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from .client import StreamClient
 from .config import Config, load_config
 from .errors import APIError, ConfigError, IngestdError, RenderError
 from .media_schema import UpdateRequest
+from .storage import UniqueViolation
 
 EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
 
@@ -86,7 +86,7 @@ def _client(config: Config) -> StreamClient:
 
 
 def _queue(config: Config) -> q.JobQueue:
-    return q.JobQueue(q.queue_path(config.state_dir))
+    return q.open_queue(config)
 
 
 def _job(queue: q.JobQueue, ident: str) -> q.Job:
@@ -172,7 +172,7 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
         raise CommandError(f"the file is no longer at {source}; drop it into the watched folder again instead")
     try:
         queue.requeue(job.id, path=job.path)
-    except sqlite3.IntegrityError:  # the live-path index refuses a second live job for the same file
+    except UniqueViolation:  # the live-path index refuses a second live job for the same file
         raise CommandError(f"cannot retry: another job is already working on {job.path}") from None
     if source != Path(job.path):
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import socket
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -232,6 +233,8 @@ class Rule(RuleDefaults):
 class Config(_Model):
     api: ApiConfig
     state_dir: Path
+    queue_url: str | None = None
+    node_name: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
     upload: UploadConfig = Field(default_factory=UploadConfig)
     presets: dict[str, list[Quality]] = Field(default_factory=dict)
     folders: list[FolderConfig] = Field(min_length=1)
@@ -244,6 +247,22 @@ class Config(_Model):
     rules: list[Rule] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"postgres(ql)?://\S+$", value):
+            raise ValueError("not a postgresql://USER:PASS@HOST:PORT/DB URL (leave queue_url out for the SQLite queue"
+                             " in state_dir)")
+        return value
+
+    @field_validator("node_name")
+    @classmethod
+    def _node_name(cls, value: str) -> str:
+        # It is part of every lease owner (``node:pid:thread``) and of log lines, so: no separators, no spaces.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError(f"{value!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
 
     @property
     def source(self) -> Path | None:

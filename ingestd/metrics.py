@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from typing import TYPE_CHECKING
 
 import httpx
@@ -14,7 +12,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import queue as q
 from .client import POOL_SIZE, StreamClient
 from .config import ApiConfig
 
@@ -124,7 +121,7 @@ class _ServiceCollector(Collector):
         yield GaugeMetricFamily("ingestd_last_success_timestamp_seconds", "When a job last finished done (0: never)",
                                 value=last or 0.0)
         yield CounterMetricFamily("ingestd_retries", "Job attempts put off after a transient API error",
-                                  value=_retries(queue))
+                                  value=queue.retry_count())
         yield GaugeMetricFamily("ingestd_uploads_in_progress", "Jobs sending parts right now",
                                 value=len(service.progress.snapshot()))
         yield GaugeMetricFamily("ingestd_api_paused", "1 while the API is unreachable and uploads wait",
@@ -132,8 +129,3 @@ class _ServiceCollector(Collector):
         yield GaugeMetricFamily("ingestd_main_loop_last_tick_age_seconds", "Seconds since the main loop last ran",
                                 value=service.seconds_since_tick())
 
-
-def _retries(queue: q.JobQueue) -> int:
-    # The queue records each retry as an event; count them without holding its write lock.
-    with closing(sqlite3.connect(f"file:{queue.path}?mode=ro", uri=True, timeout=5.0)) as db:
-        return db.execute("SELECT COUNT(*) FROM events WHERE event = 'retry_scheduled'").fetchone()[0]

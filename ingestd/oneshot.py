@@ -65,7 +65,7 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
     logsetup.redactor.update(secrets_of(config))
     folder = config.folder_for(path)
     root = folder.path if folder else path.parent
-    queue = q.JobQueue(q.queue_path(config.state_dir))
+    queue = q.open_queue(config)
     owner = q.worker_id("upload")
     job = queue.live_job_for(str(path)) or queue.enqueue(
         path=str(path), root=str(root), relpath=str(path.relative_to(root)), size=st.st_size,

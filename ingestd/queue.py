@@ -1,4 +1,4 @@
-"""The durable job queue: one SQLite file under ``state_dir``.
+"""The durable job queue: one SQLite file under ``state_dir``, or a PostgreSQL database shared by several hosts.
 
 Every step of a job is written here before the next one starts, so a daemon
 killed at any point picks up where it stopped: with the same media id, the
@@ -7,13 +7,16 @@ parts the server already acknowledged, and the attempt count.
 Jobs are claimed with a lease (owner + expiry). A worker that dies leaves its
 lease to run out, and another worker (or the restarted daemon) takes the job
 back; two workers never run the same job at once.
+
+The SQL here is written once for both engines (``?`` placeholders, ``ON CONFLICT``, ``CASE`` instead of
+two-argument ``MIN``/``MAX``) and runs on a store from ``ingestd.storage``; the schema grows by numbered
+migrations, applied when the queue is opened.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -22,9 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-SCHEMA_VERSION = 1
+from .storage import Connection, open_store
+
+if TYPE_CHECKING:
+    from .config import Config
 
 # Live states hold a file that is still ours to finish; the rest are outcomes.
 QUEUED, RUNNING, HELD = "queued", "running", "held"
@@ -39,16 +45,20 @@ PREPARE, CREATE, UPLOAD, COMPLETE, TRANSCODE, PUBLISH, FILE = (
 )
 STAGES = (PREPARE, CREATE, UPLOAD, COMPLETE, TRANSCODE, PUBLISH, FILE)
 
-_SCHEMA = """
+# The schema, one migration per version (the list index + 1). Append, never edit a released one: a database
+# records the last version it ran. Types are those both engines read alike (BIGINT for sizes and nanoseconds,
+# DOUBLE PRECISION for times); ``{event_id}`` is the one word the engines spell differently.
+MIGRATIONS: tuple[str, ...] = (
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     id              TEXT PRIMARY KEY,
     path            TEXT NOT NULL,
     root            TEXT NOT NULL,
     relpath         TEXT NOT NULL,
     sidecar         TEXT,
-    size            INTEGER NOT NULL,
-    mtime_ns        INTEGER NOT NULL,
-    inode           INTEGER NOT NULL,
+    size            BIGINT NOT NULL,
+    mtime_ns        BIGINT NOT NULL,
+    inode           BIGINT NOT NULL,
     state           TEXT NOT NULL,
     stage           TEXT NOT NULL,
     outcome         TEXT,
@@ -56,24 +66,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     request         TEXT,
     publish_when_done INTEGER NOT NULL DEFAULT 0,
     quality_names   TEXT,
-    duration        REAL,
+    duration        DOUBLE PRECISION,
     media_id        TEXT,
     create_sent     INTEGER NOT NULL DEFAULT 0,
     media_status    TEXT,
     media           TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
     lease_owner     TEXT,
-    lease_expires   REAL,
+    lease_expires   DOUBLE PRECISION,
     held_reason     TEXT,
     error           TEXT,
     final_path      TEXT,
     content_key     TEXT,
-    transcode_started REAL,
-    bytes_sent      INTEGER NOT NULL DEFAULT 0,
-    created_at      REAL NOT NULL,
-    updated_at      REAL NOT NULL,
-    finished_at     REAL
+    transcode_started DOUBLE PRECISION,
+    bytes_sent      BIGINT NOT NULL DEFAULT 0,
+    created_at      DOUBLE PRECISION NOT NULL,
+    updated_at      DOUBLE PRECISION NOT NULL,
+    finished_at     DOUBLE PRECISION
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_path ON jobs(path) WHERE state IN ('queued', 'running', 'held');
 CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs(state, next_attempt_at);
@@ -82,20 +92,22 @@ CREATE INDEX IF NOT EXISTS jobs_content_key ON jobs(content_key);
 CREATE TABLE IF NOT EXISTS parts (
     job_id   TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
     idx      INTEGER NOT NULL,
-    start    INTEGER NOT NULL,
-    length   INTEGER NOT NULL,
+    start    BIGINT NOT NULL,
+    length   BIGINT NOT NULL,
     md5      TEXT NOT NULL,
-    acked_at REAL NOT NULL,
+    acked_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (job_id, idx)
 );
 CREATE TABLE IF NOT EXISTS events (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id      {event_id},
     job_id  TEXT NOT NULL,
-    at      REAL NOT NULL,
+    at      DOUBLE PRECISION NOT NULL,
     event   TEXT NOT NULL,
     detail  TEXT
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
+""",
+    """
 CREATE TABLE IF NOT EXISTS outbox (
     job_id          TEXT NOT NULL,
     event           TEXT NOT NULL,
@@ -105,15 +117,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload         TEXT NOT NULL,
     state           TEXT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    lease_expires   REAL,
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_expires   DOUBLE PRECISION,
     last_error      TEXT,
-    created_at      REAL NOT NULL,
-    sent_at         REAL,
+    created_at      DOUBLE PRECISION NOT NULL,
+    sent_at         DOUBLE PRECISION,
     PRIMARY KEY (job_id, event, target)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(target, state, next_attempt_at);
-"""
+""",
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,7 @@ class Job:
 
 _JOB_COLUMNS = tuple(f.name for f in fields(Job) if f.name != "acked_parts")
 
+
 # Notification events, and the final states (or outcomes) that raise them; a cancelled job raises none.
 NOTIFY_EVENTS = ("done", "failed", "duplicate", "held")
 PENDING, SENT, UNDELIVERABLE = "pending", "sent", "undeliverable"
@@ -234,97 +249,95 @@ _NOTIFICATION_COLUMNS = tuple(f.name for f in fields(Notification))
 
 
 class JobQueue:
-    """Thread-safe access to the queue file: each thread has its own connection, writes go one at a time."""
+    """The queue's operations, the same on either store. Thread-safe: writes are transactions, reads see commits."""
 
-    def __init__(self, path: Path, *, lease_seconds: float = 120.0):
-        self.path = Path(path)
+    def __init__(self, where: Path | str, *, lease_seconds: float = 120.0, max_connections: int = 16):
+        self.store = open_store(where, max_connections=max_connections)
         self.lease_seconds = lease_seconds
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
         # Set by the daemon from its config: who hears of jobs that end or are held.
         self.outbox_targets: tuple[OutboxTarget, ...] = ()
         # Set after a commit that wrote to the outbox, so the delivery workers need not wait for their next look.
         self.outbox_written = threading.Event()
-        self._outbox_touched = False
-        with self._write_lock:
-            db = self._db()
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._transaction = threading.local()  # what the current thread's write transaction did
+        self.store.migrate(self.migrations())
 
-    # -- connections -------------------------------------------------------
+    def migrations(self) -> list[str]:
+        """The schema's migrations in this store's words."""
+        def fill(sql: str) -> str:
+            for word, spelling in self.store.ddl.items():
+                sql = sql.replace("{" + word + "}", spelling)
+            return sql
+        return [fill(m) for m in MIGRATIONS]
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode = WAL")
-            # FULL: a commit survives power loss, not only a process crash.
-            db.execute("PRAGMA synchronous = FULL")
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA foreign_keys = ON")
-            self._local.db = db
-        return db
+    @property
+    def where(self) -> str:
+        return self.store.where
+
+    # -- the store ---------------------------------------------------------
+
+    def _rows(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
+        with self.store.read() as db:
+            return db.execute(sql, args).fetchall()
+
+    def _row(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
+        with self.store.read() as db:
+            return db.execute(sql, args).fetchone()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        with self._write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            self._outbox_touched = False
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            if self._outbox_touched:
-                self.outbox_written.set()
+    def _write(self) -> Iterator[Connection]:
+        self._outbox_touched = False
+        with self.store.transaction() as db:
+            yield db
+        if self._outbox_touched:
+            self.outbox_written.set()
+
+    @property
+    def _outbox_touched(self) -> bool:
+        return getattr(self._transaction, "outbox_touched", False)
+
+    @_outbox_touched.setter
+    def _outbox_touched(self, value: bool) -> None:
+        self._transaction.outbox_touched = value
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self.store.close()
 
     # -- reading -----------------------------------------------------------
 
-    def _job(self, row: sqlite3.Row | None, db: sqlite3.Connection) -> Job | None:
+    def _job(self, row: Any) -> Job | None:
         if row is None:
             return None
         job = Job(**{name: row[name] for name in _JOB_COLUMNS})
-        job.acked_parts = {r["idx"]: r["md5"] for r in db.execute("SELECT idx, md5 FROM parts WHERE job_id = ?", (job.id,))}
+        job.acked_parts = {r["idx"]: r["md5"] for r in self._rows("SELECT idx, md5 FROM parts WHERE job_id = ?", (job.id,))}
         return job
 
+    def _jobs(self, rows: list[Any]) -> list[Job]:
+        return [job for job in map(self._job, rows) if job is not None]
+
     def get(self, job_id: str) -> Job | None:
-        db = self._db()
-        return self._job(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone(), db)
+        return self._job(self._row("SELECT * FROM jobs WHERE id = ?", (job_id,)))
 
     def find(self, prefix: str) -> Job | None:
         """A job by id or a unique id prefix (as people type them)."""
-        db = self._db()
-        rows = db.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (prefix.replace("%", "") + "%",)).fetchall()
-        return self._job(rows[0], db) if len(rows) == 1 else None
+        rows = self._rows("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (prefix.replace("%", "") + "%",))
+        return self._job(rows[0]) if len(rows) == 1 else None
 
     def live_job_for(self, path: str) -> Job | None:
-        db = self._db()
-        row = db.execute("SELECT * FROM jobs WHERE path = ? AND state IN ('queued','running','held')", (path,)).fetchone()
-        return self._job(row, db)
+        return self._job(self._row("SELECT * FROM jobs WHERE path = ? AND state IN ('queued','running','held')", (path,)))
 
     def list(self, *, states: tuple[str, ...] | None = None, limit: int = 100, newest_first: bool = True) -> list[Job]:
-        db = self._db()
         order = "DESC" if newest_first else "ASC"
         if states:
             marks = ",".join("?" * len(states))
-            rows = db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY updated_at {order} LIMIT ?", (*states, limit))
+            rows = self._rows(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY updated_at {order} LIMIT ?",
+                              (*states, limit))
         else:
-            rows = db.execute(f"SELECT * FROM jobs ORDER BY updated_at {order} LIMIT ?", (limit,))
-        return [self._job(r, db) for r in rows.fetchall()]
+            rows = self._rows(f"SELECT * FROM jobs ORDER BY updated_at {order} LIMIT ?", (limit,))
+        return self._jobs(rows)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(ALL_STATES, 0)
-        for state, n in self._db().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+        for state, n in self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
             counts[state] = n
         return counts
 
@@ -333,48 +346,49 @@ class JobQueue:
         counts = self.counts()
         waiting_on_service = (TRANSCODE, PUBLISH)
         activity = dict.fromkeys(("uploading", "queued", "transcoding"), 0)
-        for state, stage, n in self._db().execute(
+        for state, stage, n in self._rows(
                 "SELECT state, stage, COUNT(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY state, stage"):
             key = "transcoding" if stage in waiting_on_service else "uploading" if state == RUNNING else "queued"
             activity[key] += n
         return activity | {state: counts[state] for state in (HELD, DONE, FAILED)}
 
     def oldest_queued_at(self) -> float | None:
-        row = self._db().execute("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'").fetchone()
-        return row[0]
+        return self._row("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'")[0]
 
     def last_success_at(self) -> float | None:
-        return self._db().execute("SELECT MAX(finished_at) FROM jobs WHERE state = 'done'").fetchone()[0]
+        return self._row("SELECT MAX(finished_at) FROM jobs WHERE state = 'done'")[0]
+
+    def retry_count(self) -> int:
+        """Job attempts put off after a transient error, as recorded in the events."""
+        return self._row("SELECT COUNT(*) FROM events WHERE event = 'retry_scheduled'")[0]
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        rows = self._db().execute("SELECT at, event, detail FROM events WHERE job_id = ? ORDER BY id", (job_id,))
+        rows = self._rows("SELECT at, event, detail FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [{"at": r["at"], "event": r["event"], "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
     def has_earlier_of_size(self, size: int, job_id: str) -> bool:
-        row = self._db().execute(
+        row = self._row(
             "SELECT 1 FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held','done')"
-            " AND stage != 'prepare' LIMIT 1", (size, job_id)).fetchone()
+            " AND stage != 'prepare' LIMIT 1", (size, job_id))
         return row is not None
 
     def earlier_job_with_content(self, content_key: str, job_id: str) -> Job | None:
         """An uploaded, uploading or published job with the same content key, for duplicate detection."""
-        db = self._db()
-        row = db.execute(
+        row = self._row(
             "SELECT * FROM jobs WHERE content_key = ? AND id != ? AND state IN ('queued','running','held','done')"
             " AND stage != 'prepare' AND COALESCE(outcome, 'done') = 'done' ORDER BY created_at LIMIT 1",
             (content_key, job_id),
-        ).fetchone()
-        return self._job(row, db)
+        )
+        return self._job(row)
 
     def uploading_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
         """Jobs of this size still creating or uploading, whose content key is not known yet: the few in flight."""
-        db = self._db()
-        rows = db.execute(
+        rows = self._rows(
             "SELECT * FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held')"
             " AND stage IN ('create','upload') AND content_key IS NULL ORDER BY created_at",
             (size, job_id),
-        ).fetchall()
-        return [self._job(r, db) for r in rows]
+        )
+        return self._jobs(rows)
 
     # -- writing -----------------------------------------------------------
 
@@ -392,8 +406,8 @@ class JobQueue:
             for f in files:
                 job_id = uuid.uuid4().hex
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage,"
-                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage,"
+                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, f.mtime_ns, f.inode, QUEUED, PREPARE, now, now),
                 )
                 if cursor.rowcount:
@@ -407,7 +421,8 @@ class JobQueue:
         with self._write() as db:
             row = db.execute(
                 "SELECT id FROM jobs WHERE (state = 'queued' AND next_attempt_at <= ?)"
-                " OR (state = 'running' AND lease_expires < ?) ORDER BY next_attempt_at, created_at LIMIT 1",
+                " OR (state = 'running' AND lease_expires < ?) ORDER BY next_attempt_at, created_at LIMIT 1"
+                + self.store.claim_lock,
                 (now, now),
             ).fetchone()
             if row is None:
@@ -462,11 +477,13 @@ class JobQueue:
     def ack_part(self, job_id: str, index: int, start: int, length: int, md5: str) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO parts (job_id, idx, start, length, md5, acked_at) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO parts (job_id, idx, start, length, md5, acked_at) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (job_id, idx) DO UPDATE SET start = excluded.start, length = excluded.length,"
+                " md5 = excluded.md5, acked_at = excluded.acked_at",
                 (job_id, index, start, length, md5, time.time()),
             )
             # An acknowledged part is progress: the upload step's tries start over.
-            db.execute("UPDATE jobs SET bytes_sent = bytes_sent + ?, attempts = MIN(attempts, 1), updated_at = ? WHERE id = ?",
+            db.execute("UPDATE jobs SET bytes_sent = bytes_sent + ?, attempts = CASE WHEN attempts > 1 THEN 1 ELSE attempts END, updated_at = ? WHERE id = ?",
                        (length, time.time(), job_id))
 
     def forget_parts(self, job_id: str, indexes: list[int] | None = None) -> None:
@@ -495,8 +512,7 @@ class JobQueue:
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET state = 'held', held_reason = ?, lease_owner = NULL, lease_expires = NULL,"
-                " next_attempt_at = ?, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = ?"
-                " WHERE id = ?",
+                " next_attempt_at = ?, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = ? WHERE id = ?",
                 (reason, now + recheck_after if recheck_after is not None else 0, now, job_id),
             )
             self._event(db, job_id, "held", {"reason": reason})
@@ -557,7 +573,7 @@ class JobQueue:
             # A job started over may end the same way again; that ending is news again.
             db.execute("DELETE FROM outbox WHERE job_id = ? AND state != 'pending'", (job_id,))
 
-    def _notify(self, db: sqlite3.Connection, job_id: str, event: str, report: dict[str, Any], now: float,
+    def _notify(self, db: Connection, job_id: str, event: str, report: dict[str, Any], now: float,
                 *, again: bool) -> None:
         """Put one notification per interested target in the outbox; ``again`` re-arms one already there."""
         targets = [t for t in self.outbox_targets if event in t.events]
@@ -581,14 +597,14 @@ class JobQueue:
     def due_notifications(self, target: str, *, now: float | None = None, limit: int = 20) -> list[Notification]:
         """Pending notifications for a target that may be sent now: due, not leased, and first of their job."""
         now = time.time() if now is None else now
-        rows = self._db().execute(
+        rows = self._rows(
             "SELECT * FROM outbox o WHERE target = ? AND state = 'pending' AND next_attempt_at <= ?"
             " AND (lease_expires IS NULL OR lease_expires < ?)"
             " AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.job_id = o.job_id AND e.target = o.target"
             " AND e.state = 'pending' AND e.seq < o.seq)"
             " ORDER BY next_attempt_at, created_at LIMIT ?",
             (target, now, now, limit),
-        ).fetchall()
+        )
         return [_notification(r) for r in rows]
 
     def claim_notification(self, n: Notification, *, lease: float, now: float | None = None) -> bool:
@@ -623,13 +639,13 @@ class JobQueue:
         query, args = f"SELECT * FROM outbox WHERE state IN ({marks})", list(states)
         if job_id is not None:
             query, args = query + " AND job_id = ?", [*args, job_id]
-        rows = self._db().execute(query + " ORDER BY created_at, seq LIMIT ?", (*args, limit)).fetchall()
+        rows = self._rows(query + " ORDER BY created_at, seq LIMIT ?", (*args, limit))
         return [_notification(r) for r in rows]
 
     def notification_counts(self) -> dict[str, dict[str, int]]:
         """{target label: {state: count}} for notifications still pending or given up on."""
         counts: dict[str, dict[str, int]] = {}
-        for label, state, n in self._db().execute(
+        for label, state, n in self._rows(
                 "SELECT label, state, COUNT(*) FROM outbox WHERE state != 'sent' GROUP BY label, state"):
             counts.setdefault(label, dict.fromkeys((PENDING, UNDELIVERABLE), 0))[state] = n
         return counts
@@ -647,14 +663,15 @@ class JobQueue:
             self._outbox_touched = count > 0
         return count
 
-    def _event(self, db: sqlite3.Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
+
+    def _event(self, db: Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
         db.execute(
             "INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)",
             (job_id, time.time(), event, json.dumps(detail, ensure_ascii=False) if detail else None),
         )
 
 
-def _notification(row: sqlite3.Row) -> Notification:
+def _notification(row: Any) -> Notification:
     return Notification(**{name: row[name] for name in _NOTIFICATION_COLUMNS})
 
 
@@ -664,6 +681,15 @@ def _iso(timestamp: float) -> str:
 
 def queue_path(state_dir: Path) -> Path:
     return Path(state_dir) / "queue.sqlite3"
+
+
+def queue_location(config: "Config") -> Path | str:
+    """Where a config keeps its queue: ``queue_url`` when set, else the SQLite file in ``state_dir``."""
+    return config.queue_url or queue_path(config.state_dir)
+
+
+def open_queue(config: "Config", **kwargs: Any) -> JobQueue:
+    return JobQueue(queue_location(config), **kwargs)
 
 
 def worker_id(name: str) -> str:

@@ -107,7 +107,7 @@ class Service:
         self._arrivals_pending = 0
         self._enqueuer: threading.Thread | None = None
         self.breaker = Breaker.for_upload(config.upload)
-        self.queue = q.JobQueue(q.queue_path(config.state_dir))
+        self.queue = q.open_queue(config, max_connections=config.upload.workers + 8)
         self.metrics = Metrics()
         self.metrics.watch(self)
         self.client = self.metrics.client(config.api)

@@ -21,7 +21,7 @@ def _enqueue(queue, path="/in/a.mp3"):
 
 
 def test_database_is_wal_with_full_sync(queue):
-    db = queue._db()
+    db = queue.store._db()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 

@@ -1,0 +1,89 @@
+"""Where the job queue keeps its rows: one small interface, a SQLite and a PostgreSQL implementation.
+
+The queue writes its SQL once, with ``?`` placeholders and statements both engines accept; a store runs it.
+Nothing above the queue knows which store it talks to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import IngestdError
+
+
+class StoreError(IngestdError):
+    """The queue's database cannot be used (unreachable, or written by a newer ingestd)."""
+
+
+class UniqueViolation(StoreError):
+    """A write broke a unique index (for example a second live job for one file)."""
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the queue runs its SQL on. Rows answer both ``row["name"]`` and ``row[0]``."""
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> Cursor: ...
+
+
+class Store(Protocol):
+    kind: str
+    """``sqlite`` or ``postgresql``."""
+    where: str
+    """Where the rows live, fit to print (a path, or a URL without its password)."""
+    claim_lock: str
+    """What a claim's SELECT ends with so that concurrent claimers skip each other's rows."""
+    ddl: dict[str, str]
+    """Words a migration fills in where the engines' DDL differs."""
+
+    def read(self) -> AbstractContextManager[Connection]:
+        """A connection for reads; each statement sees committed state."""
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """One write transaction: committed when the block ends, rolled back when it raises."""
+
+    def migrate(self, migrations: Sequence[str]) -> list[int]:
+        """Bring the schema up to ``len(migrations)``, one version at a time; the versions applied."""
+
+    def schema_version(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def is_url(where: str | Path) -> bool:
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(where: str | Path, *, max_connections: int = 16) -> Store:
+    """A store for a SQLite file path or a ``postgresql://`` URL."""
+    if is_url(where):
+        from .postgres import PostgresStore  # psycopg is only loaded by those who use it
+
+        return PostgresStore(str(where), max_connections=max_connections)
+    from .sqlite import SqliteStore
+
+    return SqliteStore(Path(where))
+
+
+def split_statements(script: str) -> list[str]:
+    """A migration's statements (DDL here never holds a ``;`` inside a literal)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def newer_schema(where: str, found: int, known: int) -> StoreError:
+    return StoreError(f"the queue at {where} has schema version {found}, newer than this ingestd knows ({known}); "
+                      "upgrade ingestd on this host")

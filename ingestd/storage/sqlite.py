@@ -1,0 +1,85 @@
+"""The queue in one SQLite file under ``state_dir``: the embedded default, for one host.
+
+Each thread has its own connection; writes go one at a time (``BEGIN IMMEDIATE`` under a lock), so a claim's
+SELECT and UPDATE need no row locks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import UniqueViolation, newer_schema, split_statements
+
+
+class SqliteStore:
+    kind = "sqlite"
+    claim_lock = ""
+    ddl = {"event_id": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.where = str(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit survives power loss, not only a process crash.
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA busy_timeout = 30000")
+            db.execute("PRAGMA foreign_keys = ON")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        yield self._db()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except sqlite3.IntegrityError as exc:
+                db.execute("ROLLBACK")
+                if "UNIQUE" in str(exc):
+                    raise UniqueViolation(str(exc)) from exc
+                raise
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        return self._db().execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self, migrations: Sequence[str]) -> list[int]:
+        applied = []
+        with self.transaction() as db:
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found > len(migrations):
+                raise newer_schema(self.where, found, len(migrations))
+            for version in range(found + 1, len(migrations) + 1):
+                for statement in split_statements(migrations[version - 1]):
+                    db.execute(statement)
+                applied.append(version)
+            if applied:
+                db.execute(f"PRAGMA user_version = {applied[-1]}")
+        return applied
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
