@@ -1,4 +1,4 @@
-"""The SQLite job queue: leases, attempts, holds and outcomes, on a real database file."""
+"""The job queue: leases, attempts, holds and outcomes, on both stores (a real SQLite file, a real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,27 @@ import pytest
 from ingestd import queue as q
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request, tmp_path):
+    """Where a queue lives: every test here runs on both stores."""
+    if request.param == "sqlite":
+        return tmp_path / "queue.sqlite3"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def queue(tmp_path):
-    return q.JobQueue(tmp_path / "queue.sqlite3", lease_seconds=30)
+def queue(where):
+    queue = q.JobQueue(where, lease_seconds=30)
+    yield queue
+    queue.close()
 
 
 def _enqueue(queue, path="/in/a.mp3"):
     return queue.enqueue(path=path, root="/in", relpath=path.removeprefix("/in/"), size=10, mtime_ns=1, inode=2)
 
 
-def test_database_is_wal_with_full_sync(queue):
-    db = queue.store._db()
+def test_database_is_wal_with_full_sync(tmp_path):
+    db = q.JobQueue(tmp_path / "queue.sqlite3").store._db()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -102,8 +112,7 @@ def test_finish_requeue_and_history(queue):
         queue.update(job.id, no_such_column=1)
 
 
-def test_threads_claim_each_job_once(tmp_path):
-    queue = q.JobQueue(tmp_path / "queue.sqlite3")
+def test_threads_claim_each_job_once(queue):
     for n in range(200):
         _enqueue(queue, f"/in/{n}.mp3")
     claimed: list[str] = []
