@@ -221,11 +221,13 @@ class Pipeline:
                 bound.info("file_unmatched_ignored")
                 raise _Stop from None
             raise JobFailed(str(exc)) from exc
+        upload = self.config.upload
         prepared = dict(sidecar=str(sidecar_path) if sidecar_path else None, rule=rendered.rule,
                         request=rendered.request.body(), publish_when_done=int(rendered.make_public_when_done),
-                        quality_names=rendered.quality_names, duration=audio.duration)
-        earlier, content_key = (self._earlier_upload_of_same_content(job, path) if self.config.duplicates == "skip"
-                                else (None, None))
+                        quality_names=rendered.quality_names, duration=audio.duration,
+                        chunk_size=upload.chunk_size, part_index_base=upload.part_index_base)
+        earlier, content_key = (self._earlier_upload_of_same_content(job, path, upload.chunk_size)
+                                if self.config.duplicates == "skip" else (None, None))
         prepared["content_key"] = content_key
         if earlier is not None:
             self.queue.update(job.id, **prepared, event="prepared", detail={"rule": rendered.rule})
@@ -234,7 +236,7 @@ class Pipeline:
         self._check_budget(rendered.quality_names, audio.duration, bound)
         self.queue.update(job.id, **prepared, stage=q.CREATE, event="prepared", detail={"rule": rendered.rule})
 
-    def _earlier_upload_of_same_content(self, job: q.Job, path: Path) -> tuple[q.Job | None, str | None]:
+    def _earlier_upload_of_same_content(self, job: q.Job, path: Path, chunk_size: int) -> tuple[q.Job | None, str | None]:
         """An earlier job with the same content, and this file's content key when it had to be computed.
 
         The key is a digest of the per-part MD5s (the ones the server acknowledges), so an upload yields it
@@ -243,7 +245,7 @@ class Pipeline:
         """
         if not self.queue.has_earlier_of_size(job.size, job.id):
             return None, None
-        layout = self._layout(job.size)
+        layout = _layout(plan_parts(job.size, chunk_size))
         md5s = _part_md5s(path, layout)
         key = _content_key(layout, md5s)
         earlier = self.queue.earlier_job_with_content(key, job.id)
@@ -256,9 +258,15 @@ class Pipeline:
                     continue
         return earlier, key
 
-    def _layout(self, size: int) -> tuple[tuple[int, int], ...]:
-        upload = self.config.upload
-        return tuple((start, length) for _, start, length in plan_parts(size, upload.chunk_size, upload.part_index_base))
+    def _plan(self, job: q.Job) -> list[tuple[int, int, int]]:
+        """The job's parts as (index, start, length), in the layout fixed when it was prepared."""
+        if job.chunk_size is None or job.part_index_base is None:
+            # Prepared by an ingestd that did not record the layout: read it off the acknowledged parts.
+            upload = self.config.upload
+            chunk_size, base = _layout_of(job.size, self.queue.acked_spans(job.id)) or (upload.chunk_size, upload.part_index_base)
+            self.queue.update(job.id, chunk_size=chunk_size, part_index_base=base)
+            job.chunk_size, job.part_index_base = chunk_size, base
+        return plan_parts(job.size, job.chunk_size, job.part_index_base)
 
     def _check_budget(self, qualities: list[str], duration: float | None, bound) -> None:
         limit = self.config.upload.max_cost_usd
@@ -303,7 +311,7 @@ class Pipeline:
         path = Path(job.path)
         self._ensure_unchanged(job, bound)
         upload = self.config.upload
-        plan = plan_parts(job.size, upload.chunk_size, upload.part_index_base)
+        plan = self._plan(job)
         todo = [Part(path, index, start, length, job.size) for index, start, length in plan if index not in job.acked_parts]
         md5s = dict(job.acked_parts)
         started = time.monotonic()
@@ -337,8 +345,7 @@ class Pipeline:
             else:
                 for part in todo:
                     send(part)
-        layout = tuple((start, length) for _, start, length in plan)
-        self.queue.update(job.id, stage=q.COMPLETE, content_key=_content_key(layout, [md5s[i] for i, _, _ in plan]),
+        self.queue.update(job.id, stage=q.COMPLETE, content_key=_content_key(_layout(plan), [md5s[i] for i, _, _ in plan]),
                           event="upload_finished", detail={"parts": len(plan)})
         sent = sum(part.length for part in todo)
         seconds = time.monotonic() - started
@@ -615,6 +622,18 @@ _FINAL_STATE = {q.FAILED: q.FAILED, q.CANCELLED: q.CANCELLED, "duplicate": q.SKI
 
 class _Stop(Exception):
     """The stage already recorded a final outcome."""
+
+
+def _layout(plan: list[tuple[int, int, int]]) -> tuple[tuple[int, int], ...]:
+    return tuple((start, length) for _, start, length in plan)
+
+
+def _layout_of(size: int, acked: list[tuple[int, int, int]]) -> tuple[int, int] | None:
+    """(chunk size, index base) implied by acknowledged parts: any part but the last is one chunk long."""
+    for index, start, length in acked:
+        if start + length < size and start % length == 0:
+            return length, index - start // length
+    return None
 
 
 def _content_key(layout: tuple[tuple[int, int], ...], md5s: list[str]) -> str:

@@ -126,6 +126,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(target, state, next_attempt_at);
 """,
+    # The part layout, fixed when a job is prepared (NULL for jobs prepared before it was recorded).
+    """
+ALTER TABLE jobs ADD COLUMN chunk_size BIGINT;
+ALTER TABLE jobs ADD COLUMN part_index_base INTEGER;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -180,6 +185,9 @@ class Job:
     created_at: float
     updated_at: float
     finished_at: float | None
+    # The part layout, fixed when the upload is planned: a config change never moves an upload's parts.
+    chunk_size: int | None = None
+    part_index_base: int | None = None
     acked_parts: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -485,6 +493,11 @@ class JobQueue:
             # An acknowledged part is progress: the upload step's tries start over.
             db.execute("UPDATE jobs SET bytes_sent = bytes_sent + ?, attempts = CASE WHEN attempts > 1 THEN 1 ELSE attempts END, updated_at = ? WHERE id = ?",
                        (length, time.time(), job_id))
+
+    def acked_spans(self, job_id: str) -> list[tuple[int, int, int]]:
+        """The acknowledged parts as (index, start, length)."""
+        rows = self._rows("SELECT idx, start, length FROM parts WHERE job_id = ? ORDER BY start", (job_id,))
+        return [(r["idx"], r["start"], r["length"]) for r in rows]
 
     def forget_parts(self, job_id: str, indexes: list[int] | None = None) -> None:
         with self._write() as db:
