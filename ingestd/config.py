@@ -131,7 +131,7 @@ class UploadConfig(_Model):
     workers: int = Field(default=2, ge=1, le=64)
     chunk_size: Size = 50 * MIB
     parallel_parts: int = Field(default=1, ge=1, le=16)
-    part_index_base: Literal[0, 1] = 0
+    part_index_base: Literal[0, 1] = 1
     max_attempts: int = Field(default=10, ge=1)
     poll_interval: Duration = Field(default=10.0, gt=0)
     transcode_timeout: Duration = Field(default=6 * 3600.0, gt=0)

@@ -84,7 +84,7 @@ def test_restart_mid_upload_resumes_without_resending(tmp_path, emulator):
     with Daemon(config, env={"INGESTD_CRASH_AT": "between_parts:2"}) as daemon:
         assert daemon.wait_exit(60) == -9
     job = queue_of(tmp_path).list(limit=1)[0]
-    assert sorted(job.acked_parts) == [0, 1]
+    assert sorted(job.acked_parts) == [1, 2]  # numbered from 1 by default
     sent_before = [r for r in emulator.requests if r.path.endswith("/part")]
 
     with Daemon(config) as daemon:
@@ -92,7 +92,7 @@ def test_restart_mid_upload_resumes_without_resending(tmp_path, emulator):
         assert daemon.stop() == 0
 
     sent_after = [r for r in emulator.requests if r.path.endswith("/part")][len(sent_before):]
-    assert len(sent_after) == 2  # only parts 2 and 3 of 0..3
+    assert len(sent_after) == 2  # only parts 3 and 4 of 1..4
     assert len(emulator.all_media()) == 1
     assert emulator.media_file(job.media_id).read_bytes() == original
 

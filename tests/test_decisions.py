@@ -212,8 +212,8 @@ def test_a_part_the_service_lost_is_sent_again_when_complete_reports_the_gap(tmp
     with Daemon(config, env={"INGESTD_CRASH_AT": "before_complete"}) as daemon:
         assert daemon.wait_exit(60) == -9
     job = queue_of(tmp_path).list(limit=1)[0]
-    assert sorted(job.acked_parts) == [0, 1, 2]
-    emulator.lose_part(job.media_id, 1)
+    assert sorted(job.acked_parts) == [1, 2, 3]
+    emulator.lose_part(job.media_id, 2)
 
     with Daemon(config) as daemon:
         done = _one(tmp_path, q.DONE)
