@@ -107,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
+    for warning in config.warnings():
+        print(visible(str(warning)), file=sys.stderr)
     print(f"{_config_path(args)}: OK ({len(config.folders)} folder(s), {len(config.rules)} rule(s), {len(config.presets)} preset(s))")
     return EX_OK
 

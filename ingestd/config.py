@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import socket
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -93,11 +95,25 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
+def _one_printable_word(value: Any) -> Any:
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if text and any(c.isspace() or not c.isprintable() for c in text):
+        # Never quote the value: it is a secret. A stray CR or newline usually comes from an env file edited on Windows.
+        raise ValueError("contains a space or a control character (a trailing CR or newline from an env file?); "
+                         "credentials are one word of printable characters")
+    return value
+
+
+# Credentials go into HTTP headers: one word of printable characters, checked at load time.
+Secret = Annotated[SecretStr, AfterValidator(_one_printable_word)]
+PublicKey = Annotated[str, AfterValidator(_one_printable_word)]
+
+
 class ApiConfig(_Model):
     base_url: str = DEFAULT_BASE_URL
-    token: SecretStr | None = None
-    public_key: str | None = None
-    secret_key: SecretStr | None = None
+    token: Secret | None = None
+    public_key: PublicKey | None = None
+    secret_key: Secret | None = None
     timeout: Duration = Field(default=60.0, gt=0)
     verify_tls: bool = True
 
@@ -108,15 +124,6 @@ class ApiConfig(_Model):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value.rstrip("/")
 
-    @field_validator("token", "public_key", "secret_key")
-    @classmethod
-    def _one_printable_word(cls, value: Any) -> Any:
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if text and any(c.isspace() or not c.isprintable() for c in text):
-            # Never quote the value: it is a secret. A stray CR or newline usually comes from an env file edited on Windows.
-            raise ValueError("contains a space or a control character (a trailing CR or newline from an env file?); "
-                             "credentials are one word of printable characters")
-        return value
 
     @model_validator(mode="after")
     def _credentials(self) -> "ApiConfig":
@@ -170,6 +177,8 @@ class FolderConfig(_Model):
 
 class StatusConfig(_Model):
     listen: str | None = None
+    # Bearer token for every page but /healthz; without it the listener should stay on loopback.
+    token: Secret | None = None
 
     @field_validator("listen")
     @classmethod
@@ -247,6 +256,7 @@ class Config(_Model):
     rules: list[Rule] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(default=None)
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @field_validator("queue_url")
     @classmethod
@@ -268,6 +278,17 @@ class Config(_Model):
     def source(self) -> Path | None:
         """The file this config was loaded from; None when built in code."""
         return self._source
+
+    def warnings(self) -> list[ConfigProblem]:
+        """Settings that work but are probably not meant: said by check-config and at start-up, never fatal."""
+        found = []
+        listen = self.status.listen
+        if listen and self.status.token is None and not _is_loopback(listen.rpartition(":")[0].strip("[]")):
+            found.append(ConfigProblem(str(self._source or "config"), self._lines.get("status.listen"), "status.listen",
+                                       f"warning: {listen} can be reached from other hosts and status.token is not set, "
+                                       "so anyone there reads file names, titles and errors; set status.token or "
+                                       "listen on 127.0.0.1"))
+        return found
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -309,6 +330,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     assert config is not None
     config._source = path.absolute()
+    config._lines = document.lines
     return config
 
 
@@ -567,6 +589,15 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             for key in _PATH_KEYS:
                 if key in folder:
                     folder[key] = resolve(folder[key])
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _list(value: Any) -> list[Any]:

@@ -29,6 +29,7 @@ from .errors import ConfigError, IngestdError
 from .metrics import Metrics
 from .pipeline import Breaker, Pipeline
 from .probe import is_complete
+from .status_server import StatusServer
 from .watcher import ReadyFile, Watcher
 
 EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
@@ -60,8 +61,9 @@ class LiveProgress:
 
 
 def secrets_of(config: Config) -> list[str]:
+    """Every secret the config holds, for the log redactor."""
     api = config.api
-    return [s.get_secret_value() for s in (api.token, api.secret_key) if s is not None]
+    return [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
 
 
 class AlreadyRunning(IngestdError):
@@ -115,10 +117,11 @@ class Service:
         self.watcher = self._watcher(config)
         self.workers: list[threading.Thread] = []
         self.started_at = time.time()
-        self.status_server: Any = None
+        self.status_server: StatusServer | None = None
         self._config_lock = threading.Lock()
-        # Clients replaced by a reload; workers may still be mid-request on them until they finish their job.
+        # Clients replaced by a reload that workers still use, and how many workers use each client.
         self._retired_clients: list[StreamClient] = []
+        self._client_users: dict[StreamClient, int] = {}
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         self.watchdog = watchdog_usec > 0
         # Half the watchdog interval, as sd_watchdog_enabled(3) advises; never sleep longer than 5 s.
@@ -221,11 +224,13 @@ class Service:
         self._start_status_server()
 
     def _start_status_server(self) -> None:
-        if self.config.status.listen:
-            from .statusd import StatusServer
-
-            self.status_server = StatusServer(self.config.status.listen, self)
+        self.status_server = self._status_server(self.config)
+        if self.status_server is not None:
             self.status_server.start()
+
+    def _status_server(self, config: Config) -> StatusServer | None:
+        """The listener for ``config``, bound but not yet serving; None without status.listen. OSError when the address is taken."""
+        return StatusServer(config.status.listen, self) if config.status.listen else None
 
     def _await_backlog(self, timeout: float = 5.0) -> None:
         """Let the watcher hand on the files the start-up scan found settled, so READY means they are in the queue."""
@@ -258,9 +263,11 @@ class Service:
                     self.work_available.wait(timeout=0.5)
                     self.work_available.clear()
                     continue
-                with self._config_lock:
-                    pipeline = self.pipeline
-                pipeline.run(job, owner)
+                pipeline = self._use_pipeline()
+                try:
+                    pipeline.run(job, owner)
+                finally:
+                    self._done_with(pipeline.client)
                 self.progress.drop(job.id)
             except Exception:
                 # A bug in one job must not take the worker down with it.
@@ -287,7 +294,8 @@ class Service:
         return ", ".join(parts)
 
     def reload(self, config_path: Path) -> bool:
-        """Apply a new config; a config that does not load is refused and the old one kept."""
+        """Apply a new config whole, or refuse it and keep the old one: a config that does not load, or a part of
+        it that cannot be put in place (the new status.listen is taken), changes nothing."""
         self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         try:
             config = load_config(config_path)
@@ -295,6 +303,15 @@ class Service:
             for problem in exc.problems:
                 log.error("reload_refused", problem=str(problem))
             self.notifier.notify("READY=1\nSTATUS=reload refused: config invalid, old config kept")
+            return False
+        # What can fail is built first, beside the running parts; nothing running is touched until all of it is in hand.
+        listen_changes = self.status_server is None or self.status_server.listen != config.status.listen
+        try:
+            status_server = self._status_server(config) if listen_changes else self.status_server
+        except OSError as exc:
+            problem = f"status.listen: cannot listen on {config.status.listen}: {exc.strerror or exc}"
+            log.error("reload_refused", problem=problem, kept="the old config, whole")
+            self.notifier.notify(f"READY=1\nSTATUS=reload refused: {problem}; old config kept")
             return False
         for key, old, new in (("state_dir", self.config.state_dir, config.state_dir),
                               ("upload.workers", self.config.upload.workers, config.upload.workers)):
@@ -304,16 +321,19 @@ class Service:
         logsetup.redactor.update(secrets_of(self.config) + secrets_of(config))
         client = self.metrics.client(config.api)
         with self._config_lock:
-            self._retired_clients.append(self.client)
+            old_client = self.client
             self.config, self.client = config, client
             self.pipeline = self._pipeline(config, client)
+        self._retire(old_client)
         self.watcher.stop()
         self.watcher = self._watcher(config)
         self.watcher.start()
-        if self.status_server is not None and self.status_server.listen != config.status.listen:
-            self.status_server.stop()
-            self.status_server = None
-            self._start_status_server()
+        if listen_changes:
+            if self.status_server is not None:
+                self.status_server.stop()
+            self.status_server = status_server
+            if status_server is not None:
+                status_server.start()
         # New credentials or budget may unblock held jobs.
         resumed = self.queue.unhold()
         self.breaker.success()
@@ -322,6 +342,33 @@ class Service:
         self.notifier.notify(f"READY=1\nSTATUS={self.status_line()}")
         self.work_available.set()
         return True
+
+    # -- clients in use ------------------------------------------------------
+    # A reload replaces the client; workers mid-job keep theirs until the job's step ends, then the last one closes it.
+
+    def _use_pipeline(self) -> Pipeline:
+        with self._config_lock:
+            pipeline = self.pipeline
+            self._client_users[pipeline.client] = self._client_users.get(pipeline.client, 0) + 1
+        return pipeline
+
+    def _done_with(self, client: StreamClient) -> None:
+        with self._config_lock:
+            self._client_users[client] -= 1
+            if self._client_users[client]:
+                return
+            del self._client_users[client]
+            if client is self.client or client not in self._retired_clients:
+                return
+            self._retired_clients.remove(client)
+        client.close()
+
+    def _retire(self, client: StreamClient) -> None:
+        with self._config_lock:
+            if client in self._client_users:
+                self._retired_clients.append(client)
+                return
+        client.close()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop watching, let parts in flight finish (no new part starts), then close; jobs resume on the next start."""
@@ -372,6 +419,8 @@ def run(config_path: Path) -> int:
         return EX_CONFIG
     logsetup.configure(format=config.log.format, level=config.log.level)
     logsetup.redactor.update(secrets_of(config))
+    for warning in config.warnings():
+        log.warning("config_warning", key=warning.key, message=warning.message)
     lock = StateLock(Path(config.state_dir))
     try:
         lock.acquire()

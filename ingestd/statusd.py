@@ -1,4 +1,5 @@
-"""The optional status listener (``status.listen``): ``/`` for people, ``/metrics`` for Prometheus, ``/healthz`` for probes.
+"""What the status listener (``status.listen``) shows: the page for people; :mod:`ingestd.status_server` serves it
+with ``/metrics`` for Prometheus and ``/healthz`` for probes.
 
 ``/healthz`` answers 200 while the main loop keeps ticking, 503 once it has
 stalled. An unreachable API is shown (``ok; API unreachable, paused``) but stays
@@ -7,14 +8,9 @@ stalled. An unreachable API is shown (``ok; API unreachable, paused``) but stays
 
 from __future__ import annotations
 
-import threading
 import time
 from html import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
-
-import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
 from . import queue as q
@@ -23,66 +19,7 @@ from .config import format_size
 if TYPE_CHECKING:
     from .service import Service
 
-log = structlog.get_logger("ingestd.statusd")
-
 RECENT = 15
-
-
-class StatusServer:
-    def __init__(self, listen: str, service: Service):
-        host, _, port = listen.rpartition(":")
-        self.listen = listen
-        self.service = service
-        self._server = ThreadingHTTPServer((host.strip("[]"), int(port)), _Handler)
-        self._server.daemon_threads = True
-        self._server.status = self  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="ingestd-status", daemon=True)
-        self._thread.start()
-        log.info("status_listening", address="%s:%d" % self.address)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = f"ingestd/{__version__}"
-
-    def do_GET(self) -> None:
-        service: Service = self.server.status.service  # type: ignore[attr-defined]
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._send(200, generate_latest(service.metrics.registry), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            alive, text = service.health()
-            self._send(200 if alive else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
-        elif path == "/":
-            self._send(200, render_page(service).encode(), "text/html; charset=utf-8")
-        else:
-            self._send(404, b"not found: try /, /metrics or /healthz\n", "text/plain; charset=utf-8")
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:
-        # Scrapes and probes every few seconds would drown the journal.
-        pass
 
 
 # -- the page ----------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
+import urllib.request
 
 import yaml
 
@@ -126,3 +128,41 @@ def test_sigterm_mid_upload_checkpoints_and_a_restart_finishes(tmp_path, emulato
     assert emulator.media_file(done.media_id).read_bytes() == original
     parts = [r for r in emulator.requests if r.path.endswith("/part") and r.status == 200]
     assert len(parts) == 4, "no acknowledged part was sent twice"
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def test_a_reload_whose_status_listen_is_taken_is_refused_whole(tmp_path, emulator):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy_port = taken.getsockname()[1]
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
+        with Daemon(config) as daemon:
+            wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") == 200, what="status listener")
+
+            def change(data):
+                data["status"]["listen"] = f"127.0.0.1:{busy_port}"
+                data["rules"][0]["title"] = "Changed {stem}"
+
+            _edit(config, change)
+            _reload(daemon, '"reload_refused"')
+            assert daemon.proc.poll() is None, "the daemon lives on"
+            assert _get(f"http://127.0.0.1:{port}/healthz") == 200, "the old listener still serves"
+            _drop(tmp_path / "inbox", "after.wav")
+            wait_for(lambda: _done_count(tmp_path) == 1, what="upload under the old config")
+            assert daemon.stop() == 0
+    [refused] = [line for line in daemon.log().splitlines() if '"reload_refused"' in line]
+    assert f"status.listen: cannot listen on 127.0.0.1:{busy_port}" in refused and "old config" in refused
+    assert '"config_reloaded"' not in daemon.log()
+    [media] = emulator.all_media()
+    assert media["title"] == "after", "no part of the refused config was applied"

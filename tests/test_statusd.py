@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -15,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingestd import queue as q
 from ingestd.config import load_config
 from ingestd.service import Service
-from ingestd.statusd import StatusServer
+from ingestd.status_server import StatusServer
 
 from .daemon import Daemon, drop, jobs_in, make_config, wait_for
 
@@ -74,6 +76,7 @@ def test_api_errors_are_counted_by_class(tmp_path, emulator):
     config = make_config(tmp_path, emulator.base_url, token="not-the-token", status={"listen": f"127.0.0.1:{port}"})
     base = f"http://127.0.0.1:{port}"
     with Daemon(config) as daemon:
+        wait_for(lambda: _get(base + "/healthz")[0] == 200, what="status listener")
         drop(tmp_path, "episode.wav")
         wait_for(lambda: jobs_in(tmp_path, q.HELD), what="job held for its credentials")
         metrics = _samples(_get(base + "/metrics")[1])
@@ -135,3 +138,73 @@ def test_status_page_in_a_browser(tmp_path, emulator):
     reason = failed.error.split(" — ")[0]
     assert reason and reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in dom
     assert f"<td>{tmp_path / 'inbox'}</td><td>watching</td>" in dom
+
+
+def _threads_and_fds(pid: int) -> tuple[int, int]:
+    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_flood_of_idle_connections_starves_neither_healthz_nor_uploads(tmp_path, emulator):
+    """1,100 connections that never send a byte, against a daemon under the common nofile limit of 1024."""
+    port = _free_port()
+    config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    idle: list[socket.socket] = []
+    with Daemon(config, prefix=["prlimit", "--nofile=1024:1024", "--"]) as daemon:
+        wait_for(lambda: _get(base + "/healthz")[0] == 200, what="status listener")
+        try:
+            for _ in range(1100):
+                conn = socket.socket()
+                conn.setblocking(False)
+                conn.connect_ex(("127.0.0.1", port))
+                idle.append(conn)
+            drop(tmp_path, "during the flood.wav")
+            # Connections beyond the limit wait in the kernel's backlog; idle ones are closed after a few seconds.
+            wait_for(lambda: _get(base + "/healthz")[0] == 200, timeout=60, what="/healthz during the flood")
+            wait_for(lambda: jobs_in(tmp_path, q.DONE), timeout=60, what="the file dropped during the flood uploaded")
+            threads, fds = _threads_and_fds(daemon.proc.pid)
+        finally:
+            for conn in idle:
+                conn.close()
+        assert daemon.stop() == 0
+    assert threads < 40, f"{threads} threads: connections must not cost a thread each"
+    assert fds < 1024 - 100, f"{fds} descriptors open: the listener must leave the rest of the daemon room"
+    assert "Too many open files" not in daemon.log()
+
+
+def test_status_token_guards_every_page_but_healthz(tmp_path, emulator):
+    port = _free_port()
+    token = "status-0123456789abcdef"
+    config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}", "token": token})
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str, authorization: str | None = None) -> int:
+        request = urllib.request.Request(base + path, headers={"Authorization": authorization} if authorization else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with Daemon(config) as daemon:
+        wait_for(lambda: _get(base + "/healthz")[0] == 200, what="status listener")
+        answers = {(path, auth): get(path, auth) for path in ("/", "/metrics", "/healthz")
+                   for auth in (None, "Bearer wrong-token-value", f"Basic {token}", f"Bearer {token}")}
+        assert daemon.stop() == 0
+    assert answers == {(path, auth): 200 if path == "/healthz" or auth == f"Bearer {token}" else 401
+                       for path, auth in answers}
+
+
+@pytest.mark.parametrize("status,warned", [
+    ({"listen": "0.0.0.0:9137"}, True), ({"listen": "[::]:9137"}, True), ({"listen": "status.example:9137"}, True),
+    ({"listen": "0.0.0.0:9137", "token": "status-0123456789"}, False), ({"listen": "127.0.0.1:9137"}, False),
+    ({"listen": "[::1]:9137"}, False), ({"listen": "localhost:9137"}, False),
+])
+def test_check_config_warns_of_an_open_listener_without_a_token(tmp_path, status, warned):
+    config = make_config(tmp_path, "http://127.0.0.1:9", status=status)
+    result = subprocess.run([sys.executable, "-m", "ingestd", "check-config", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    line = next(n for n, text in enumerate(config.read_text().splitlines(), 1) if "listen:" in text)
+    expected = f"{config}:{line}: status.listen: warning: {status['listen']} can be reached from other hosts"
+    assert (expected in result.stderr) is warned, result.stderr

@@ -199,3 +199,12 @@ def test_python_runs_under_memory_deny_write_execute(tmp_path: Path) -> None:
     if result.returncode == 77:
         pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")
     assert result.returncode == 0, result.stderr
+
+
+def test_limit_nofile_is_set_and_leaves_the_status_listener_its_full_share():
+    from ingestd.status_server import MAX_CONNECTIONS, RESERVED_FDS, connection_limit
+
+    [limit] = read_unit(UNIT)["Service"]["LimitNOFILE"]
+    assert int(limit) >= 2 * MAX_CONNECTIONS + RESERVED_FDS
+    assert connection_limit(int(limit)) == MAX_CONNECTIONS
+    assert connection_limit(1024) == (1024 - RESERVED_FDS) // 2, "under the common default the listener takes less"
