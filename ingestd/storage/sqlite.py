@@ -25,12 +25,16 @@ class SqliteStore:
         self.where = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            self._close_connections_of_ended_threads()
+            # Not check_same_thread: the connection of a thread that has ended is closed from another one.
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit survives power loss, not only a process crash.
@@ -38,7 +42,18 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout = 30000")
             db.execute("PRAGMA foreign_keys = ON")
             self._local.db = db
+            with self._connections_lock:
+                self._connections.append((threading.current_thread(), db))
         return db
+
+    def _close_connections_of_ended_threads(self) -> None:
+        """Short-lived threads (lease keepers, part uploads, watchers replaced by a reload) each opened a connection;
+        close theirs, so a daemon that runs for months holds one connection per live thread, not per thread ever."""
+        with self._connections_lock:
+            ended = [db for thread, db in self._connections if not thread.is_alive()]
+            self._connections = [(thread, db) for thread, db in self._connections if thread.is_alive()]
+        for db in ended:
+            db.close()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -81,5 +96,7 @@ class SqliteStore:
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
+            with self._connections_lock:
+                self._connections = [(thread, other) for thread, other in self._connections if other is not db]
             db.close()
             self._local.db = None
