@@ -19,7 +19,7 @@ from .client import StreamClient
 from .config import Config, load_config
 from .errors import APIError, ConfigError, IngestdError, RenderError
 from .media_schema import UpdateRequest
-from .storage import UniqueViolation
+from .storage import UniqueViolation, is_url, redact
 
 EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
 
@@ -119,16 +119,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = queue.counts()
     held = [{"id": j.id, "path": j.path, "reason": j.held_reason} for j in queue.list(states=(q.HELD,), limit=20)]
     activity = queue.activity()
-    data = {"counts": counts, "activity": activity, "oldest_queued_at": queue.oldest_queued_at(),
+    data = {"node": config.node_name, "queue": queue.where, "counts": counts, "activity": activity,
+            "running_by_node": queue.running_by_node(), "oldest_queued_at": queue.oldest_queued_at(),
             "last_success_at": queue.last_success_at(), "held": held}
     if args.json:
         _print_json(data)
         return EX_OK
+    print(f"node {config.node_name}, queue {queue.where}")
+    if queue.shared:
+        print("running per node: " + (", ".join(f"{node} {n}" for node, n in sorted(data["running_by_node"].items())) or "none"))
     print(", ".join(f"{n} {what}" for what, n in activity.items()) + "\n")
     print(_table([[state, str(n)] for state, n in counts.items()], ["state", "jobs"]))
     print(f"\nlast success: {_when(data['last_success_at'])}   oldest queued: {_when(data['oldest_queued_at'])}")
     for item in held:
         print(f"held {item['id'][:12]}  {item['path']}\n     {item['reason']}")
+    return EX_OK
+
+
+def cmd_queue_migrate(args: argparse.Namespace) -> int:
+    """Bring the queue's schema up to date, or move a SQLite queue into PostgreSQL."""
+    config = _load(args) if args.config or os.environ.get("INGESTD_CONFIG") or not args.to else None
+    if args.from_sqlite is None:
+        where = q.queue_location(config)
+        found, applied = q.migrate(where)
+        shown = redact(str(where))
+        print(f"queue {shown}: schema version {found} → {applied[-1]} (applied {', '.join(map(str, applied))})"
+              if applied else f"queue {shown}: schema version {found}, up to date")
+        return EX_OK
+    url = args.to or (config.queue_url if config else None)
+    if not url or not is_url(url):
+        raise CommandError("--from-sqlite needs a postgresql:// URL: --to URL, or queue_url in the config")
+    from .queuemove import move_sqlite_queue
+
+    report = move_sqlite_queue(Path(args.from_sqlite), url)
+    print(f"moved to {redact(url)}: " + ", ".join(f"{n} {table}" for table, n in report.copied.items())
+          + f"; {report.requeued} job(s) left running were queued again")
+    print(f"the SQLite queue is kept as {report.moved_aside}; set queue_url in the config before starting ingestd")
     return EX_OK
 
 
@@ -138,8 +164,8 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([job.as_dict() for job in jobs])
         return EX_OK
-    rows = [[j.id[:12], j.state, j.stage, j.media_id or "-", _when(j.updated_at), j.relpath] for j in jobs]
-    print(_table(rows, ["id", "state", "stage", "media", "updated", "file"]) if rows else "no jobs")
+    rows = [[j.id[:12], j.state, j.stage, j.node or "-", j.media_id or "-", _when(j.updated_at), j.relpath] for j in jobs]
+    print(_table(rows, ["id", "state", "stage", "node", "media", "updated", "file"]) if rows else "no jobs")
     return EX_OK
 
 
@@ -197,7 +223,7 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     job = _job(queue, args.id)
     if job.state not in q.LIVE_STATES:
         raise CommandError(f"job {job.id[:12]} is already {job.state}")
-    claimed = queue.claim_job(job.id, q.worker_id("cli-cancel"))
+    claimed = queue.claim_job(job.id, q.worker_id("cli-cancel", config.node_name))
     if claimed is None:
         raise CommandError(f"job {job.id[:12]} is being worked on right now; try again in a few seconds")
     with _client(config) as client:
@@ -362,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("show", cmd_jobs_show, "one job with its history", json_flag=True, parent=jobs).add_argument("id", help="job id or unique prefix")
     add("retry", cmd_jobs_retry, "move a failed file back from the failed folder and queue it again", parent=jobs).add_argument("id")
     add("cancel", cmd_jobs_cancel, "stop a queued or held job: delete its media, move the file to the failed folder", parent=jobs).add_argument("id")
+
+    queue = commands.add_parser("queue", help="the job queue's schema, and moving it to PostgreSQL").add_subparsers(
+        dest="queue_command", metavar="ACTION", required=True)
+    sub = add("migrate", cmd_queue_migrate, "create or update the queue's tables (the daemon also does at start); with "
+              "--from-sqlite, move a single host's queue into PostgreSQL without losing a job", parent=queue)
+    sub.add_argument("--from-sqlite", metavar="STATE_DIR", help="the state_dir whose queue.sqlite3 to move (stop its daemon first)")
+    sub.add_argument("--to", metavar="URL", help="postgresql://USER:PASS@HOST:PORT/DB (default: queue_url from the config)")
 
     sub = add("explain", cmd_explain, "which rule matches a file and the exact create request it would send", json_flag=True)
     sub.add_argument("path", help="an audio file inside a watched folder")

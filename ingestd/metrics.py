@@ -110,6 +110,10 @@ class _ServiceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         service = self.service
         queue = service.queue
+        info = GaugeMetricFamily("ingestd_node_info", "Always 1: this daemon's node_name and its queue's kind",
+                                 labels=["node", "queue"])
+        info.add_metric([service.config.node_name, queue.store.kind], 1)
+        yield info
         jobs = GaugeMetricFamily("ingestd_jobs", "Jobs per state", labels=["state"])
         for state, n in queue.counts().items():
             jobs.add_metric([state], n)
@@ -122,6 +126,11 @@ class _ServiceCollector(Collector):
                                 value=last or 0.0)
         yield CounterMetricFamily("ingestd_retries", "Job attempts put off after a transient API error",
                                   value=queue.retry_count())
+        running = GaugeMetricFamily("ingestd_jobs_running_by_node", "Jobs being worked on, per node holding them",
+                                    labels=["node"])
+        for node, n in sorted(queue.running_by_node().items()):
+            running.add_metric([node], n)
+        yield running
         yield GaugeMetricFamily("ingestd_uploads_in_progress", "Jobs sending parts right now",
                                 value=len(service.progress.snapshot()))
         yield GaugeMetricFamily("ingestd_api_paused", "1 while the API is unreachable and uploads wait",

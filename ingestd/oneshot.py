@@ -66,7 +66,7 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
     folder = config.folder_for(path)
     root = folder.path if folder else path.parent
     queue = q.open_queue(config)
-    owner = q.worker_id("upload")
+    owner = q.worker_id("upload", config.node_name)
     job = queue.live_job_for(str(path)) or queue.enqueue(
         path=str(path), root=str(root), relpath=str(path.relative_to(root)), size=st.st_size,
         mtime_ns=st.st_mtime_ns, inode=st.st_ino,

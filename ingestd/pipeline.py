@@ -130,13 +130,18 @@ class Pipeline:
         self.stopping = stopping or threading.Event()
         # False for one-shot uploads of files outside the watched folders: those stay where they are.
         self.move_files = move_files
+        # The lease this thread works under (outcomes reach filing from many places), and jobs whose lease was lost.
+        self._held = threading.local()
+        self._lost: set[str] = set()
 
     # -- entry point -------------------------------------------------------
 
     def run(self, job: q.Job, owner: str) -> None:
         """Run a claimed job as far as it can go now. Every outcome is recorded in the queue."""
-        with _LeaseKeeper(self.queue, job.id, owner):
+        self._held.owner = owner
+        with _LeaseKeeper(self.queue, job.id, owner, on_lost=self._lost.add):
             self._run(job, owner)
+        self._lost.discard(job.id)
 
     def _run(self, job: q.Job, owner: str) -> None:
         bound = log.bind(job_id=job.id, path=job.path, attempt=job.attempts)
@@ -146,6 +151,10 @@ class Pipeline:
         }
         try:
             while job.state == q.RUNNING:
+                if job.id in self._lost:
+                    # Another worker (maybe on another host) took the job after our lease ran out: it is theirs now.
+                    bound.warning("lease_lost")
+                    return
                 bound = bound.bind(stage=job.stage, media_id=job.media_id)
                 stage = job.stage
                 steps[stage](job, owner, bound)
@@ -322,6 +331,8 @@ class Pipeline:
             def send(part: Part) -> None:
                 if self.stopping.is_set():
                     raise _Reschedule(0.0, "checkpointed_for_shutdown")
+                if job.id in self._lost:
+                    raise _Stop
                 def advance(n: int) -> None:
                     crashpoints.reach("during_part")
                     with lock:
@@ -345,7 +356,16 @@ class Pipeline:
             else:
                 for part in todo:
                     send(part)
-        self.queue.update(job.id, stage=q.COMPLETE, content_key=_content_key(_layout(plan), [md5s[i] for i, _, _ in plan]),
+        content_key = _content_key(_layout(plan), [md5s[i] for i, _, _ in plan])
+        if self.config.duplicates == "skip":
+            earlier = self.queue.claim_content(job.id, content_key)
+            if earlier is not None:
+                # The same content finished uploading elsewhere first (another worker or host): one media is kept.
+                self._delete_media(job.media_id, bound)
+                self.queue.update(job.id, content_key=content_key)
+                self._skip_duplicate(self.queue.get(job.id), earlier, bound)
+                raise _Stop
+        self.queue.update(job.id, stage=q.COMPLETE, content_key=content_key,
                           event="upload_finished", detail={"parts": len(plan)})
         sent = sum(part.length for part in todo)
         seconds = time.monotonic() - started
@@ -439,6 +459,11 @@ class Pipeline:
             self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome,
                               report=self._error_report(job) if failed else self._done_report(job))
             return
+        owner = owner or getattr(self._held, "owner", "")
+        if owner and not self.queue.renew(job.id, owner):
+            # Only the lease holder moves a file: a worker that lost its lease leaves the file to the new holder.
+            bound.warning("lease_lost_before_filing")
+            return
         report = self._error_report(job) if failed else self._done_report(job)
         filing.file_away(source=source, sidecar=Path(job.sidecar) if job.sidecar else None, target=target,
                          report=report, failed=failed)
@@ -471,6 +496,7 @@ class Pipeline:
     def cancel(self, job: q.Job) -> None:
         """Stop a claimed job for good: its media is deleted (unless kept) and the file goes to the failed folder."""
         bound = log.bind(job_id=job.id, path=job.path)
+        self._held.owner = job.lease_owner or ""
         self.queue.update(job.id, stage=q.FILE, outcome=q.CANCELLED, error="cancelled by the operator", event="cancelling")
         try:
             self._file(self.queue.get(job.id), "", bound)
@@ -598,14 +624,16 @@ class Pipeline:
 class _LeaseKeeper:
     """Renews a job's lease while it runs, so a part that takes longer than the lease is never taken over."""
 
-    def __init__(self, queue: q.JobQueue, job_id: str, owner: str):
+    def __init__(self, queue: q.JobQueue, job_id: str, owner: str, *, on_lost: Callable[[str], None]):
         self.queue, self.job_id, self.owner = queue, job_id, owner
+        self.on_lost = on_lost
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._keep, name=f"lease-{job_id[:8]}", daemon=True)
 
     def _keep(self) -> None:
         while not self._done.wait(self.queue.lease_seconds / 3):
             if not self.queue.renew(self.job_id, self.owner):
+                self.on_lost(self.job_id)
                 return
 
     def __enter__(self) -> "_LeaseKeeper":

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .storage import Connection, open_store
+from .storage import Connection, Store, open_store
 
 if TYPE_CHECKING:
     from .config import Config
@@ -131,6 +131,18 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(target, state, next_attempt_at);
 ALTER TABLE jobs ADD COLUMN chunk_size BIGINT;
 ALTER TABLE jobs ADD COLUMN part_index_base INTEGER;
 """,
+    # Several hosts: which node last took each job, and each content's one job (its primary key is what keeps
+    # two hosts from both uploading one content under duplicates: skip). Seeded from the jobs already there.
+    """
+ALTER TABLE jobs ADD COLUMN node TEXT;
+CREATE TABLE IF NOT EXISTS contents (
+    content_key TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL
+);
+INSERT INTO contents (content_key, job_id)
+    SELECT content_key, MIN(id) FROM jobs WHERE content_key IS NOT NULL AND stage != 'prepare'
+    AND state IN ('queued', 'running', 'held', 'done') AND COALESCE(outcome, 'done') = 'done' GROUP BY content_key
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -188,6 +200,7 @@ class Job:
     # The part layout, fixed when the upload is planned: a config change never moves an upload's parts.
     chunk_size: int | None = None
     part_index_base: int | None = None
+    node: str | None = None
     acked_parts: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -267,19 +280,16 @@ class JobQueue:
         # Set after a commit that wrote to the outbox, so the delivery workers need not wait for their next look.
         self.outbox_written = threading.Event()
         self._transaction = threading.local()  # what the current thread's write transaction did
-        self.store.migrate(self.migrations())
-
-    def migrations(self) -> list[str]:
-        """The schema's migrations in this store's words."""
-        def fill(sql: str) -> str:
-            for word, spelling in self.store.ddl.items():
-                sql = sql.replace("{" + word + "}", spelling)
-            return sql
-        return [fill(m) for m in MIGRATIONS]
+        self.store.migrate(migrations_for(self.store))
 
     @property
     def where(self) -> str:
         return self.store.where
+
+    @property
+    def shared(self) -> bool:
+        """Whether daemons of other hosts may use this queue too."""
+        return self.store.kind != "sqlite"
 
     # -- the store ---------------------------------------------------------
 
@@ -366,6 +376,10 @@ class JobQueue:
     def last_success_at(self) -> float | None:
         return self._row("SELECT MAX(finished_at) FROM jobs WHERE state = 'done'")[0]
 
+    def running_by_node(self) -> dict[str, int]:
+        """Jobs held right now, per node: which hosts are doing the work."""
+        return {node or "": n for node, n in self._rows("SELECT node, COUNT(*) FROM jobs WHERE state = 'running' GROUP BY node")}
+
     def retry_count(self) -> int:
         """Job attempts put off after a transient error, as recorded in the events."""
         return self._row("SELECT COUNT(*) FROM events WHERE event = 'retry_scheduled'")[0]
@@ -436,9 +450,9 @@ class JobQueue:
             if row is None:
                 return None
             db.execute(
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?, attempts = attempts + 1,"
+                "UPDATE jobs SET state = 'running', lease_owner = ?, node = ?, lease_expires = ?, attempts = attempts + 1,"
                 " updated_at = ? WHERE id = ?",
-                (owner, now + self.lease_seconds, now, row["id"]),
+                (owner, node_of(owner), now + self.lease_seconds, now, row["id"]),
             )
             self._event(db, row["id"], "claimed", {"owner": owner})
         return self.get(row["id"])
@@ -448,14 +462,37 @@ class JobQueue:
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?, attempts = attempts + 1,"
+                "UPDATE jobs SET state = 'running', lease_owner = ?, node = ?, lease_expires = ?, attempts = attempts + 1,"
                 " updated_at = ? WHERE id = ? AND (state IN ('queued', 'held') OR (state = 'running' AND lease_expires < ?))",
-                (owner, now + self.lease_seconds, now, job_id, now),
+                (owner, node_of(owner), now + self.lease_seconds, now, job_id, now),
             )
             if cursor.rowcount == 0:
                 return None
             self._event(db, job_id, "claimed", {"owner": owner})
         return self.get(job_id)
+
+    def claim_content(self, job_id: str, content_key: str) -> Job | None:
+        """Make this job the one that uploads ``content_key``; the job that already is, if another one is.
+
+        The table's primary key decides, so two hosts that finish uploading one content at the same moment
+        cannot both keep it.
+        """
+        with self._write() as db:
+            db.execute("INSERT INTO contents (content_key, job_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                       (content_key, job_id))
+            holder = db.execute("SELECT job_id FROM contents WHERE content_key = ?", (content_key,)).fetchone()[0]
+        return None if holder == job_id else self.get(holder)
+
+    def take_back(self, *, node: str | None) -> int:
+        """Start-up: queue again the running jobs a previous run left (of this node only, when hosts share the queue)."""
+        query, args = "SELECT id FROM jobs WHERE state = 'running'", []
+        if node is not None:
+            query, args = query + " AND node = ?", [node]
+        taken = 0
+        for (job_id,) in self._rows(query, args):
+            self.release(job_id, delay=0, refund_attempt=True, event="recovered_after_restart")
+            taken += 1
+        return taken
 
     def renew(self, job_id: str, owner: str) -> bool:
         """Extend a lease while work goes on; False when the lease was lost to someone else."""
@@ -562,6 +599,9 @@ class JobQueue:
                 (state, outcome or state, error, final_path, now, now, job_id),
             )
             self._event(db, job_id, state, {"error": error, "final_path": final_path})
+            if state != DONE:
+                # Its content was not uploaded after all: a later copy may upload it.
+                db.execute("DELETE FROM contents WHERE job_id = ?", (job_id,))
             event = _EVENT_OF_ENDING.get(outcome or state)
             if event is not None:
                 if report is None:
@@ -575,8 +615,9 @@ class JobQueue:
         now = time.time()
         with self._write() as db:
             db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM contents WHERE job_id = ?", (job_id,))
             db.execute(
-                "UPDATE jobs SET state = 'queued', stage = ?, path = ?, attempts = 0, next_attempt_at = 0, media_id = NULL,"
+                "UPDATE jobs SET state = 'queued', stage = ?, path = ?, attempts = 0, content_key = NULL, next_attempt_at = 0, media_id = NULL,"
                 " create_sent = 0, media_status = NULL, media = NULL, error = NULL, held_reason = NULL, outcome = NULL,"
                 " final_path = NULL, bytes_sent = 0, transcode_started = NULL, finished_at = NULL, updated_at = ?"
                 " WHERE id = ?",
@@ -692,6 +733,25 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
+def migrations_for(store: Store) -> list[str]:
+    """The schema's migrations in this store's words."""
+    def fill(sql: str) -> str:
+        for word, spelling in store.ddl.items():
+            sql = sql.replace("{" + word + "}", spelling)
+        return sql
+    return [fill(m) for m in MIGRATIONS]
+
+
+def migrate(where: Path | str) -> tuple[int, list[int]]:
+    """``ingestd queue migrate``: the schema version found, and the versions applied to reach the newest."""
+    store = open_store(where, max_connections=1)
+    try:
+        found = store.schema_version()
+        return found, store.migrate(migrations_for(store))
+    finally:
+        store.close()
+
+
 def queue_path(state_dir: Path) -> Path:
     return Path(state_dir) / "queue.sqlite3"
 
@@ -705,6 +765,10 @@ def open_queue(config: "Config", **kwargs: Any) -> JobQueue:
     return JobQueue(queue_location(config), **kwargs)
 
 
-def worker_id(name: str) -> str:
-    """Lease owner names: unique per process and thread, readable in `jobs show`."""
-    return f"{os.uname().nodename}:{os.getpid()}:{name}"
+def worker_id(name: str, node: str | None = None) -> str:
+    """Lease owner names, ``node:pid:thread``: unique per process and thread, readable in `jobs show`."""
+    return f"{node or os.uname().nodename}:{os.getpid()}:{name}"
+
+
+def node_of(owner: str) -> str:
+    return owner.split(":", 1)[0]

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 from typing import Any
 
 import sdnotify
@@ -30,6 +31,7 @@ from .metrics import Metrics
 from .pipeline import Breaker, Pipeline
 from .probe import is_complete
 from .status_server import StatusServer
+from .storage import redact
 from .watcher import ReadyFile, Watcher
 
 EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
@@ -63,7 +65,9 @@ class LiveProgress:
 def secrets_of(config: Config) -> list[str]:
     """Every secret the config holds, for the log redactor."""
     api = config.api
-    return [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
+    secrets = [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
+    password = urlsplit(config.queue_url).password if config.queue_url else None
+    return secrets + ([unquote(password)] if password else [])
 
 
 class AlreadyRunning(IngestdError):
@@ -192,26 +196,31 @@ class Service:
     # -- lifecycle ---------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Start-up: take back jobs this host left running, re-check held ones, notice files gone meanwhile."""
+        """Start-up: take back jobs this host left running, re-check held ones, notice files gone meanwhile.
+
+        On a shared queue only this node's running jobs are taken back: the others belong to live daemons, or
+        come back to the queue when their leases run out.
+        """
         now = time.time()
-        for job in self.queue.list(states=(q.RUNNING,), limit=1_000_000):
-            self.queue.release(job.id, delay=0, refund_attempt=True, event="recovered_after_restart")
+        self.queue.take_back(node=self.config.node_name if self.queue.shared else None)
         resumed = self.queue.unhold()
         if resumed:
             log.info("held_jobs_rechecked", count=resumed)
         for job in self.queue.list(states=(q.QUEUED,), limit=1_000_000):
-            if job.stage != q.FILE and not os.path.lexists(job.path):
+            # A folder that is not there (a share not mounted yet) says nothing about its files.
+            if job.stage != q.FILE and os.path.isdir(job.root) and not os.path.lexists(job.path):
                 # Through the filing stage, which deletes a media the job may already have created.
                 self.queue.update(job.id, stage=q.FILE, outcome=q.FAILED, event="file_vanished",
                                   error="the file disappeared while ingestd was not running")
                 log.warning("file_vanished", job_id=job.id, path=job.path)
-        log.info("reconciled", seconds=round(time.time() - now, 3), counts=self.queue.counts())
+        log.info("reconciled", seconds=round(time.time() - now, 3), counts=self.queue.counts(), node=self.config.node_name,
+                 queue=self.queue.where)
 
     def start(self) -> None:
         """Reconcile the queue, start workers, watchers and the status listener; return once the start-up backlog is queued."""
         self.reconcile()
         for n in range(self.config.upload.workers):
-            thread = threading.Thread(target=self._work, args=(q.worker_id(f"worker-{n}"),), name=f"worker-{n}", daemon=True)
+            thread = threading.Thread(target=self._work, args=(q.worker_id(f"worker-{n}", self.config.node_name),), name=f"worker-{n}", daemon=True)
             thread.start()
             self.workers.append(thread)
         self._enqueuer = threading.Thread(target=self._enqueue_arrivals, name="enqueuer", daemon=True)
@@ -314,7 +323,9 @@ class Service:
             self.notifier.notify(f"READY=1\nSTATUS=reload refused: {problem}; old config kept")
             return False
         for key, old, new in (("state_dir", self.config.state_dir, config.state_dir),
-                              ("upload.workers", self.config.upload.workers, config.upload.workers)):
+                              ("upload.workers", self.config.upload.workers, config.upload.workers),
+                              ("node_name", self.config.node_name, config.node_name),
+                              ("queue_url", redact(self.config.queue_url or "-"), redact(config.queue_url or "-"))):
             if old != new:
                 log.warning("reload_needs_restart", key=key, running_with=str(old), configured=str(new))
         logsetup.configure(format=config.log.format, level=config.log.level)

@@ -41,11 +41,12 @@ def render_page(service: Service) -> str:
         f"<h1>ingestd {escape(__version__)}</h1>",
         f'<p id="summary">{escape(service.status_line())}</p>',
         f'<p id="health" class="{"" if alive else "failed"}">{escape(health)}; up {_span(time.time() - service.started_at)}</p>',
+        f'<p id="node">node {escape(service.config.node_name)}; queue {escape(queue.where)}</p>',
         "<h2>Jobs</h2>",
         _table(["state", "jobs"], [[state, str(n)] for state, n in counts.items()], ids=[f"count-{s}" for s in counts]),
         "<h2>In progress</h2>",
-        _table(["file", "stage", "attempts", "next step", "last error"],
-               [[j.relpath, _stage(j), str(j.attempts), _when_next(j), j.error or ""]
+        _table(["file", "stage", "node", "attempts", "next step", "last error"],
+               [[j.relpath, _stage(j), j.node or "", str(j.attempts), _when_next(j), j.error or ""]
                 for j in queue.list(states=(q.RUNNING, q.QUEUED), limit=RECENT, newest_first=False)],
                empty="nothing in progress"),
         "<h2>Folders</h2>",

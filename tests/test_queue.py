@@ -9,6 +9,7 @@ import time
 import pytest
 
 from ingestd import queue as q
+from ingestd.storage import StoreError
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -228,3 +229,82 @@ def test_a_job_retried_after_it_was_notified_notifies_its_new_ending(queue):
     queue.finish(job.id, q.FAILED, error="still not audio")
     [again] = queue.due_notifications(HOOK.key)
     assert again.body["reason"] == "still not audio"
+
+
+def test_two_queues_on_one_store_claim_each_job_once(where):
+    """Two daemons (here two queue objects, each with its own connections) never take one job twice."""
+    first, second = q.JobQueue(where), q.JobQueue(where)
+    for n in range(100):
+        _enqueue(first, f"/in/{n}.mp3")
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(queue, name):
+        while (job := queue.claim(name)) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=worker, args=(queue, f"{host}:1:w{i}"))
+               for host, queue in (("a", first), ("b", second)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 100 == len(set(claimed))
+    assert set(first.running_by_node()) <= {"a", "b"} and sum(first.running_by_node().values()) == 100
+
+
+def test_a_claim_records_the_node_and_keeps_it_after_release(queue):
+    job = _enqueue(queue)
+    queue.claim(q.worker_id("worker-0", "ingest-2"))
+    assert queue.get(job.id).node == "ingest-2"
+    assert queue.running_by_node() == {"ingest-2": 1}
+    queue.release(job.id, delay=0)
+    assert queue.get(job.id).node == "ingest-2" and queue.running_by_node() == {}
+
+
+def test_start_up_takes_back_only_this_nodes_running_jobs_on_a_shared_queue(queue):
+    mine, theirs = _enqueue(queue, "/in/a.mp3"), _enqueue(queue, "/in/b.mp3")
+    queue.claim_job(mine.id, q.worker_id("worker-0", "here"))
+    queue.claim_job(theirs.id, q.worker_id("worker-0", "there"))
+    assert queue.take_back(node="here") == 1
+    assert queue.get(mine.id).state == q.QUEUED and queue.get(theirs.id).state == q.RUNNING
+    assert queue.take_back(node=None) == 1  # one host: every running job was this host's
+    assert queue.get(theirs.id).state == q.QUEUED
+
+
+def test_one_job_holds_a_content_until_it_fails(queue):
+    first, second, third = (_enqueue(queue, f"/in/{n}.mp3") for n in range(3))
+    assert queue.claim_content(first.id, "k1") is None
+    assert queue.claim_content(first.id, "k1") is None  # asking again (after a restart) is no conflict
+    assert queue.claim_content(second.id, "k1").id == first.id
+    queue.finish(first.id, q.FAILED, error="rejected")
+    assert queue.claim_content(third.id, "k1") is None  # a failed upload does not block the next copy
+
+
+def test_a_version_1_sqlite_queue_is_migrated_with_its_contents(tmp_path):
+    path = tmp_path / "queue.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(q.MIGRATIONS[0].replace("{event_id}", "INTEGER PRIMARY KEY AUTOINCREMENT"))
+    old.execute("INSERT INTO jobs (id, path, root, relpath, size, mtime_ns, inode, state, stage, outcome, content_key,"
+                " created_at, updated_at) VALUES ('j1', '/in/a.mp3', '/in', 'a.mp3', 10, 1, 2, 'done', 'file', 'done',"
+                " 'k1', 0, 0)")
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    assert q.migrate(path) == (1, list(range(2, q.SCHEMA_VERSION + 1)))
+    queue = q.JobQueue(path)
+    job = _enqueue(queue)
+    assert queue.claim_content(job.id, "k1").id == "j1"
+    assert q.migrate(path) == (q.SCHEMA_VERSION, [])
+
+
+def test_a_queue_written_by_a_newer_ingestd_is_refused(where):
+    queue = q.JobQueue(where)
+    with queue.store.transaction() as db:
+        if queue.store.kind == "sqlite":
+            db.execute(f"PRAGMA user_version = {q.SCHEMA_VERSION + 1}")
+        else:
+            db.execute("UPDATE ingestd_schema SET version = ?", (q.SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer than this ingestd"):
+        q.JobQueue(where)

@@ -6,6 +6,7 @@ Nothing above the queue knows which store it talks to.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -62,6 +63,11 @@ class Store(Protocol):
     def schema_version(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+def redact(url: str) -> str:
+    """A queue URL without its password, for messages and the status page."""
+    return re.sub(r"(://[^:/@]*:)\S*@", r"\1***@", url)
 
 
 def is_url(where: str | Path) -> bool:

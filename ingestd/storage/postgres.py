@@ -8,7 +8,6 @@ rows instead of waiting on them, and never take one job twice.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from . import StoreError, UniqueViolation, newer_schema, split_statements
+from . import StoreError, UniqueViolation, newer_schema, redact, split_statements
 
 # Any constant will do, as long as every ingestd uses the same one: it serialises migrations across hosts.
 _MIGRATION_LOCK = 0x696E676573746400  # "ingestd\0"
@@ -68,11 +67,6 @@ class _Connection:
         cursor = self._conn.cursor()
         cursor.executemany(_placeholders(sql), [tuple(a) for a in args])
         return cursor
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and the status page."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 class PostgresStore:
