@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
+import httpcore
 import httpx
 from pydantic import BaseModel, ValidationError
 
@@ -44,6 +46,10 @@ MAX_PAGE_SIZE = 100
 POOL_SIZE = 32
 # A write timeout covers one 1 MiB write; allow slow uplinks a long stall before giving up.
 MIN_WRITE_TIMEOUT = 300.0
+# A whole request, answer included, must end within DEADLINE_FACTOR × api.timeout, plus the time its
+# body takes at MIN_UPLOAD_RATE: a server that trickles a byte at a time cannot hold a worker forever.
+DEADLINE_FACTOR = 3
+MIN_UPLOAD_RATE = 64 * 1024  # bytes per second
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,65 @@ class _BearerAuth(httpx.Auth):
         return "<bearer auth>"
 
 
+_deadline = threading.local()  # time.monotonic() by which the current thread's request must be over
+
+
+class DeadlineExceeded(httpcore.ReadTimeout):
+    """The request's overall deadline passed (each read and write may still have been quick)."""
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits no longer than what is left of the current request's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    @staticmethod
+    def _wait(timeout: float | None) -> float | None:
+        end = getattr(_deadline, "value", None)
+        if end is None:
+            return timeout
+        left = end - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the request's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._wait(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._wait(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, self._wait(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(super().connect_tcp(host, port, _DeadlineStream._wait(timeout), local_address, socket_options))
+
+
+def with_deadlines(transport: httpx.BaseTransport) -> httpx.BaseTransport:
+    """Make ``transport``'s connections keep the overall deadline of the request they carry.
+
+    httpx has per-read and per-write timeouts only; its connection pool takes an httpcore network
+    backend, which is where each read and write can be cut to what is left of the deadline.
+    """
+    pool = getattr(transport, "_pool", None)
+    # A transport without a connection pool (a test double) opens no connection to hold up.
+    if isinstance(pool, httpcore.ConnectionPool):
+        pool._network_backend = _DeadlineBackend()
+    return transport
+
+
 class StreamClient:
     """The eight media endpoints. Thread-safe: one instance serves every worker."""
 
@@ -127,6 +192,7 @@ class StreamClient:
             raise ValueError("a token, or both a public key and a secret key, are required")
         self.base_url = base_url.rstrip("/")
         self.rate_limit = RateLimit()
+        self.timeout = timeout
         # An error text may quote what was sent (a header, the server echoing it): it never carries our credentials.
         self._redactor = SecretRedactor([s for s in (token, secret_key) if s])
         self._http = httpx.Client(
@@ -136,7 +202,8 @@ class StreamClient:
             timeout=httpx.Timeout(timeout, write=max(timeout, MIN_WRITE_TIMEOUT)),
             limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
             verify=verify_tls,
-            transport=transport,
+            transport=with_deadlines(transport or httpx.HTTPTransport(
+                verify=verify_tls, limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE))),
         )
 
     @classmethod
@@ -270,12 +337,20 @@ class StreamClient:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request; the ``data`` member of a 2xx answer, or the matching ``APIError``."""
+        length = int(kwargs.get("headers", {}).get("Content-Length", 0))
+        budget = DEADLINE_FACTOR * self.timeout + length / MIN_UPLOAD_RATE
+        _deadline.value = time.monotonic() + budget
         try:
             response = self._http.request(method, path.lstrip("/"), **kwargs)
         except httpx.TimeoutException as exc:
+            if isinstance(exc.__context__, DeadlineExceeded) or time.monotonic() >= _deadline.value:
+                raise APIConnectionError(f"no complete answer within {budget:.0f}s (the whole request's deadline)",
+                                         method=method, path=path) from exc
             raise APIConnectionError(f"timed out: {type(exc).__name__}", method=method, path=path) from exc
         except httpx.TransportError as exc:
             raise APIConnectionError(self._redactor.scrub(f"{type(exc).__name__}: {exc}"), method=method, path=path) from exc
+        finally:
+            _deadline.value = None
         rate_limit = _rate_limit(response.headers)
         if rate_limit is not None:
             self.rate_limit = rate_limit

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import socket
+import socketserver
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from ingestd.errors import (
     RejectedError,
     ServerError,
     SourceChangedError,
+    TransientError,
 )
 from ingestd.media_schema import AudioConfig, CreateRequest, MetadataItem, Quality, UpdateRequest
 from ingestd.models import Media
@@ -477,3 +480,39 @@ def test_an_empty_2xx_is_fine_where_no_data_is_expected():
         client.delete_media("m1")
         with pytest.raises(ServerError, match="unexpected answer"):
             client.get_media("m1")
+
+
+class _Trickler(socketserver.BaseRequestHandler):
+    """Answers slowly but never stalls: each byte comes well within the read timeout."""
+
+    headers_too = False
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        if not self.headers_too:
+            self.request.sendall(head)
+            head = b""
+        try:
+            for byte in head + b" " * 1000:
+                self.request.sendall(bytes([byte]))
+                time.sleep(0.3)
+        except OSError:
+            pass  # the client gave up, as it should
+
+
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
+def test_a_trickling_answer_hits_the_overall_deadline_and_counts_as_transient(headers_too):
+    handler = type("Handler", (_Trickler,), {"headers_too": headers_too})
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with StreamClient(f"http://127.0.0.1:{server.server_address[1]}", token=TOKEN, timeout=1) as client:
+            with pytest.raises(TransientError) as caught:
+                client.get_media("m1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert isinstance(caught.value, APIConnectionError)
+    assert "no complete answer within 3s" in str(caught.value)
