@@ -27,6 +27,7 @@ from . import queue as q
 from .client import StreamClient
 from .config import Config, load_config
 from .errors import ConfigError, IngestdError
+from .folderlock import FolderLocks, FolderTaken, folders_are_exclusive
 from .metrics import Metrics
 from .pipeline import Breaker, Pipeline
 from .probe import is_complete
@@ -122,6 +123,8 @@ class Service:
         self.workers: list[threading.Thread] = []
         self.started_at = time.time()
         self.status_server: StatusServer | None = None
+        # The watched folders' locks, held by `ingestd run`; None when the service runs inside another program.
+        self.folder_locks: FolderLocks | None = None
         self._config_lock = threading.Lock()
         # Clients replaced by a reload that workers still use, and how many workers use each client.
         self._retired_clients: list[StreamClient] = []
@@ -322,6 +325,17 @@ class Service:
             log.error("reload_refused", problem=problem, kept="the old config, whole")
             self.notifier.notify(f"READY=1\nSTATUS=reload refused: {problem}; old config kept")
             return False
+        if self.folder_locks is not None:
+            try:
+                if folders_are_exclusive(config):
+                    self.folder_locks.lock(f.path for f in config.folders)
+            except FolderTaken as exc:
+                if listen_changes and status_server is not None:
+                    status_server.stop()
+                log.error("reload_refused", problem=str(exc), kept="the old config, whole")
+                self.notifier.notify("READY=1\nSTATUS=reload refused: a new folder is watched by another ingestd; old config kept")
+                return False
+            self.folder_locks.keep_only(f.path for f in config.folders if folders_are_exclusive(config))
         for key, old, new in (("state_dir", self.config.state_dir, config.state_dir),
                               ("upload.workers", self.config.upload.workers, config.upload.workers),
                               ("node_name", self.config.node_name, config.node_name),
@@ -438,7 +452,16 @@ def run(config_path: Path) -> int:
     except AlreadyRunning as exc:
         log.error("already_running", error=str(exc))
         return EX_FAILURE
+    folder_locks = FolderLocks(Path(config.state_dir))
+    try:
+        if folders_are_exclusive(config):
+            folder_locks.lock(f.path for f in config.folders)
+    except FolderTaken as exc:
+        log.error("folder_taken", error=str(exc))
+        lock.release()
+        return EX_FAILURE
     service = Service(config, events=events)
+    service.folder_locks = folder_locks
     try:
         service.start()
         service.notifier.notify(f"READY=1\nSTATUS={service.status_line()}")
@@ -446,6 +469,7 @@ def run(config_path: Path) -> int:
         service.main_loop(Path(config_path))
     finally:
         service.stop()
+        folder_locks.release()
         lock.release()
     log.info("stopped")
     return EX_OK
