@@ -121,7 +121,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     activity = queue.activity()
     data = {"node": config.node_name, "queue": queue.where, "counts": counts, "activity": activity,
             "running_by_node": queue.running_by_node(), "oldest_queued_at": queue.oldest_queued_at(),
-            "last_success_at": queue.last_success_at(), "held": held}
+            "last_success_at": queue.last_success_at(), "held": held,
+            "notifications": _notification_counts(config, queue)}
     if args.json:
         _print_json(data)
         return EX_OK
@@ -133,6 +134,60 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"\nlast success: {_when(data['last_success_at'])}   oldest queued: {_when(data['oldest_queued_at'])}")
     for item in held:
         print(f"held {item['id'][:12]}  {item['path']}\n     {item['reason']}")
+    if data["notifications"]:
+        print("\nnotifications:")
+        for label, n in data["notifications"].items():
+            print(f"  {label}: {n[q.PENDING]} pending, {n[q.UNDELIVERABLE]} undeliverable")
+    return EX_OK
+
+
+def _notification_counts(config: Config, queue: q.JobQueue) -> dict[str, dict[str, int]]:
+    """Pending and undeliverable notifications per target, configured targets included at zero."""
+    from .notify import targets_of
+
+    configured = {}
+    for target in targets_of(config):
+        configured[target.label] = {q.PENDING: 0, q.UNDELIVERABLE: 0}
+        target.close()
+    return configured | queue.notification_counts()
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from .notify import test_targets
+
+    config = _load(args)
+    if not config.notify:
+        raise CommandError("no notify: targets in the config; nothing to test")
+    accepted = True
+    for target, outcome in test_targets(config):
+        accepted &= outcome.accepted
+        print(f"{'ok' if outcome.accepted else 'FAILED':<6}  {target.label}: {outcome.detail}", flush=True)
+    return EX_OK if accepted else EX_FAILURE
+
+
+def cmd_notify_list(args: argparse.Namespace) -> int:
+    queue = _queue(_load(args))
+    states = (q.PENDING, q.UNDELIVERABLE, q.SENT) if args.all else (q.PENDING, q.UNDELIVERABLE)
+    notifications = queue.notifications(states=states, limit=args.limit)
+    if args.json:
+        _print_json([{"job_id": n.job_id, "event": n.event, "event_id": n.event_id, "target": n.label, "state": n.state,
+                      "attempts": n.attempts, "last_error": n.last_error, "next_attempt_at": n.next_attempt_at,
+                      "created_at": n.created_at, "sent_at": n.sent_at} for n in notifications])
+        return EX_OK
+    rows = [[n.job_id[:12], n.event, n.state, str(n.attempts),
+             _when(n.next_attempt_at) if n.state == q.PENDING else _when(n.sent_at), n.label, n.last_error or ""]
+            for n in notifications]
+    print(_table(rows, ["job", "event", "state", "tries", "next/sent", "target", "last error"]) if rows
+          else "no notifications waiting" + ("" if args.all else " or given up on"))
+    return EX_OK
+
+
+def cmd_notify_retry(args: argparse.Namespace) -> int:
+    queue = _queue(_load(args))
+    job_id = _job(queue, args.job).id if args.job else None
+    count = queue.retry_notifications(job_id=job_id)
+    print(f"{count} undeliverable notification(s) will be tried again by the running daemon" if count
+          else "no undeliverable notifications")
     return EX_OK
 
 
@@ -395,6 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
               "--from-sqlite, move a single host's queue into PostgreSQL without losing a job", parent=queue)
     sub.add_argument("--from-sqlite", metavar="STATE_DIR", help="the state_dir whose queue.sqlite3 to move (stop its daemon first)")
     sub.add_argument("--to", metavar="URL", help="postgresql://USER:PASS@HOST:PORT/DB (default: queue_url from the config)")
+
+    notify = commands.add_parser("notify", help="test notification targets; list or retry notifications").add_subparsers(
+        dest="notify_command", metavar="ACTION", required=True)
+    add("test", cmd_notify_test, "send a sample event (\"event\": \"test\") to every notify target, print each outcome; "
+        "exit 0 only when every target accepted it", parent=notify)
+    sub = add("list", cmd_notify_list, "notifications waiting to be sent or given up on (undeliverable)", json_flag=True,
+              parent=notify)
+    sub.add_argument("--all", action="store_true", help="sent ones too")
+    sub.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    sub = add("retry", cmd_notify_retry, "try undeliverable notifications again (for another day)", parent=notify)
+    sub.add_argument("job", nargs="?", help="only this job's (id or unique prefix)")
 
     sub = add("explain", cmd_explain, "which rule matches a file and the exact create request it would send", json_flag=True)
     sub.add_argument("path", help="an audio file inside a watched folder")

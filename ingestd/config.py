@@ -31,7 +31,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ConfigError, ConfigProblem
 from .media_schema import Quality, field_path
-from .templates import check_template
+from .templates import check_template, template_variables
 
 DEFAULT_BASE_URL = "https://api.aiozstream.network/api"
 DEFAULT_INCLUDE = ["*.mp3", "*.m4a", "*.aac", "*.wav", "*.flac", "*.ogg", "*.opus"]
@@ -195,6 +195,89 @@ class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+NOTIFY_EVENTS = ("done", "failed", "duplicate", "held")
+
+
+def _known_event(value: str) -> str:
+    if value not in NOTIFY_EVENTS:
+        raise ValueError(f"unknown event {value!r}{_suggestion(value, list(NOTIFY_EVENTS))} (events: {', '.join(NOTIFY_EVENTS)})")
+    return value
+
+
+NotifyEvent = Annotated[str, AfterValidator(_known_event)]
+
+# What a notification's report may carry, so a command's placeholders are checked when the config loads.
+REPORT_FIELDS = frozenset({
+    "event", "job_id", "source", "rule", "status", "media_id", "title", "duration", "is_public", "size",
+    "finished_at", "failed_at", "held_at", "reason", "attempts", "media_deleted", "retry",
+    "assets.source_url", "assets.thumbnail_url", "assets.hls_url", "assets.hls_player_url", "assets.dash_url",
+    "assets.dash_player_url", "assets.mp4_url",
+})
+
+
+class _NotifyTarget(_Model):
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS), min_length=1)
+
+
+class WebhookNotify(_NotifyTarget):
+    webhook: str
+    secret: SecretStr | None = None
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"https?://[^/\s?#]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+
+class CommandNotify(_NotifyTarget):
+    command: list[str]
+    timeout: Duration = Field(default=60.0, gt=0)
+
+    @field_validator("command")
+    @classmethod
+    def _runnable(cls, argv: list[str]) -> list[str]:
+        if not argv or not argv[0].strip():
+            raise ValueError("the command is empty: give the program to run and its arguments, as a list")
+        for item in argv:
+            check_template(item)
+            unknown = sorted(template_variables(item) - REPORT_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown placeholder {{{unknown[0]}}} in {item!r}"
+                                 f"{_suggestion(unknown[0], sorted(REPORT_FIELDS))} (placeholders are the report's fields)")
+        return argv
+
+
+class AppriseNotify(_NotifyTarget):
+    apprise: SecretStr
+
+    @field_validator("apprise")
+    @classmethod
+    def _understood(cls, value: SecretStr) -> SecretStr:
+        from .notify import apprise_understands
+
+        if not apprise_understands(value.get_secret_value()):
+            raise ValueError("Apprise cannot use this URL (see https://github.com/caronc/apprise/wiki for the forms)")
+        return value
+
+
+def _notify_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for kind in ("webhook", "command", "apprise"):
+            if kind in value:
+                return f"{kind} target"
+    return None
+
+
+NotifyTarget = Annotated[
+    Annotated[WebhookNotify, Tag("webhook target")] | Annotated[CommandNotify, Tag("command target")]
+    | Annotated[AppriseNotify, Tag("apprise target")],
+    Discriminator(_notify_kind, custom_error_type="notify_kind",
+                  custom_error_message="a notify target needs one of webhook:, command: or apprise:"),
+]
+
+
 class RuleMatch(_Model):
     folder: str | None = None
     filename: str | None = None
@@ -254,6 +337,7 @@ class Config(_Model):
     log: LogConfig = Field(default_factory=LogConfig)
     defaults: RuleDefaults = Field(default_factory=RuleDefaults)
     rules: list[Rule] = Field(default_factory=list)
+    notify: list[NotifyTarget] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(default=None)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)

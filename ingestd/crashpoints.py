@@ -13,6 +13,7 @@ import threading
 POINTS = (
     "before_create", "after_create", "before_part_ack", "between_parts", "during_part",
     "before_complete", "after_complete", "during_polling", "before_move", "after_move",
+    "after_notification_accepted",
 )
 
 _visits: dict[str, int] = {}

@@ -12,10 +12,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from . import queue as q
 from .client import POOL_SIZE, StreamClient
 from .config import ApiConfig
 
 if TYPE_CHECKING:
+    from .notify import Outcome, Target
     from .service import Service
 
 # Parts are up to 200 MB: seconds to many minutes.
@@ -62,6 +64,11 @@ class Metrics:
                                       buckets=PART_BUCKETS, registry=self.registry)
         self.bytes_uploaded = Counter("ingestd_uploaded_bytes", "File bytes in parts the API acknowledged",
                                       registry=self.registry)
+        self.notifications_sent = Counter("ingestd_notifications_sent", "Notifications a target accepted, per target",
+                                          ["target"], registry=self.registry)
+        self.notifications_failed = Counter("ingestd_notifications_failed", "Tries to notify a target that did not get "
+                                            "through (each is retried until it is undeliverable)", ["target"],
+                                            registry=self.registry)
 
     def watch(self, service: Service) -> None:
         """Add the gauges read from the service (queue, breaker, uploads in flight) at scrape time."""
@@ -78,6 +85,9 @@ class Metrics:
             match = _CONTENT_RANGE.fullmatch(headers.get("Content-Range", ""))
             if match:
                 self.bytes_uploaded.inc(int(match[2]) - int(match[1]) + 1)
+
+    def notification(self, target: Target, outcome: Outcome) -> None:
+        (self.notifications_sent if outcome.accepted else self.notifications_failed).labels(target.label).inc()
 
     def client(self, api: ApiConfig) -> StreamClient:
         """A client like ``StreamClient.from_config`` whose every request is measured."""
@@ -137,4 +147,14 @@ class _ServiceCollector(Collector):
                                 value=1.0 if service.breaker.is_open else 0.0)
         yield GaugeMetricFamily("ingestd_main_loop_last_tick_age_seconds", "Seconds since the main loop last ran",
                                 value=service.seconds_since_tick())
+        pending = GaugeMetricFamily("ingestd_notifications_pending", "Notifications waiting to be sent, per target",
+                                    labels=["target"])
+        undeliverable = GaugeMetricFamily("ingestd_notifications_undeliverable", "Notifications given up on after a "
+                                          "day of tries, per target (`ingestd notify retry`)", labels=["target"])
+        configured = {t.label: {q.PENDING: 0, q.UNDELIVERABLE: 0} for t in queue.outbox_targets}
+        for label, counts in (configured | queue.notification_counts()).items():
+            pending.add_metric([label], counts[q.PENDING])
+            undeliverable.add_metric([label], counts[q.UNDELIVERABLE])
+        yield pending
+        yield undeliverable
 

@@ -143,6 +143,10 @@ INSERT INTO contents (content_key, job_id)
     SELECT content_key, MIN(id) FROM jobs WHERE content_key IS NOT NULL AND stage != 'prepare'
     AND state IN ('queued', 'running', 'held', 'done') AND COALESCE(outcome, 'done') = 'done' GROUP BY content_key
 """,
+    # When a notification was first tried: it is given up on a day after that, however long the daemon was down.
+    """
+ALTER TABLE outbox ADD COLUMN first_tried_at DOUBLE PRECISION;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -255,6 +259,7 @@ class Notification:
     last_error: str | None
     created_at: float
     sent_at: float | None
+    first_tried_at: float | None
 
     @property
     def event_id(self) -> str:
@@ -277,8 +282,9 @@ class JobQueue:
         self.lease_seconds = lease_seconds
         # Set by the daemon from its config: who hears of jobs that end or are held.
         self.outbox_targets: tuple[OutboxTarget, ...] = ()
-        # Set after a commit that wrote to the outbox, so the delivery workers need not wait for their next look.
-        self.outbox_written = threading.Event()
+        # Bumped after a commit that wrote to the outbox, so the senders need not wait for their next look.
+        self._outbox_changed = threading.Condition()
+        self._outbox_version = 0
         self._transaction = threading.local()  # what the current thread's write transaction did
         self.store.migrate(migrations_for(self.store))
 
@@ -307,7 +313,7 @@ class JobQueue:
         with self.store.transaction() as db:
             yield db
         if self._outbox_touched:
-            self.outbox_written.set()
+            self.wake_senders()
 
     @property
     def _outbox_touched(self) -> bool:
@@ -637,7 +643,7 @@ class JobQueue:
         seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0]
         conflict = ("DO UPDATE SET payload = excluded.payload, seq = excluded.seq, state = 'pending', attempts = 0,"
                     " next_attempt_at = excluded.next_attempt_at, lease_expires = NULL, last_error = NULL,"
-                    " created_at = excluded.created_at, sent_at = NULL") if again else "DO NOTHING"
+                    " created_at = excluded.created_at, first_tried_at = NULL, sent_at = NULL") if again else "DO NOTHING"
         for target in targets:
             db.execute(
                 "INSERT INTO outbox (job_id, event, target, label, seq, payload, state, next_attempt_at, created_at)"
@@ -666,26 +672,53 @@ class JobQueue:
         now = time.time() if now is None else now
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE outbox SET lease_expires = ?, attempts = attempts + 1 WHERE job_id = ? AND event = ? AND target = ?"
-                " AND state = 'pending' AND (lease_expires IS NULL OR lease_expires < ?)",
-                (now + lease, n.job_id, n.event, n.target, now),
+                "UPDATE outbox SET lease_expires = ?, first_tried_at = COALESCE(first_tried_at, ?)"
+                " WHERE job_id = ? AND event = ? AND target = ? AND state = 'pending'"
+                " AND (lease_expires IS NULL OR lease_expires < ?)",
+                (now + lease, now, n.job_id, n.event, n.target, now),
             )
         return cursor.rowcount == 1
 
     def notification_sent(self, n: Notification, *, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self._write() as db:
-            db.execute("UPDATE outbox SET state = 'sent', sent_at = ?, lease_expires = NULL, last_error = NULL"
-                       " WHERE job_id = ? AND event = ? AND target = ?", (now, n.job_id, n.event, n.target))
+            db.execute("UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, lease_expires = NULL,"
+                       " last_error = NULL WHERE job_id = ? AND event = ? AND target = ?",
+                       (now, n.job_id, n.event, n.target))
 
     def notification_failed(self, n: Notification, error: str, *, retry_at: float | None) -> None:
         """A try that did not get through: try again at ``retry_at``, or (None) give up and say so."""
         with self._write() as db:
             db.execute(
-                "UPDATE outbox SET state = ?, next_attempt_at = ?, lease_expires = NULL, last_error = ?"
-                " WHERE job_id = ? AND event = ? AND target = ?",
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt_at = ?, lease_expires = NULL,"
+                " last_error = ? WHERE job_id = ? AND event = ? AND target = ?",
                 (PENDING if retry_at is not None else UNDELIVERABLE, retry_at or 0, error, n.job_id, n.event, n.target),
             )
+
+    def release_notification_leases(self) -> int:
+        """Start-up: a send cut short by a crash is due again now, not when its lease would have run out."""
+        with self._write() as db:
+            return db.execute("UPDATE outbox SET lease_expires = NULL WHERE state = 'pending' AND lease_expires IS NOT NULL"
+                              ).rowcount
+
+    def orphan_notifications(self, keys: set[str]) -> int:
+        """Pending notifications for targets no longer configured become undeliverable, so they are seen, not stuck."""
+        marks = ",".join("?" * len(keys))
+        where = f"state = 'pending' AND target NOT IN ({marks})" if keys else "state = 'pending'"
+        with self._write() as db:
+            return db.execute(f"UPDATE outbox SET state = 'undeliverable', last_error = ? WHERE {where}",
+                              ("its target is no longer in the config", *keys)).rowcount
+
+    def wake_senders(self) -> None:
+        with self._outbox_changed:
+            self._outbox_version += 1
+            self._outbox_changed.notify_all()
+
+    def wait_for_outbox(self, seen: int, timeout: float) -> int:
+        """Wait until the outbox changes after version ``seen`` (or ``timeout``); returns the version now."""
+        with self._outbox_changed:
+            self._outbox_changed.wait_for(lambda: self._outbox_version != seen, timeout)
+            return self._outbox_version
 
     def notifications(self, *, states: tuple[str, ...] = (PENDING, UNDELIVERABLE), job_id: str | None = None,
                       limit: int = 1000) -> list[Notification]:
@@ -707,16 +740,15 @@ class JobQueue:
     def retry_notifications(self, *, job_id: str | None = None, now: float | None = None) -> int:
         """Give undeliverable notifications (of one job, or all) a fresh day of tries."""
         now = time.time() if now is None else now
-        query = ("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, created_at = ?, lease_expires = NULL"
-                 " WHERE state = 'undeliverable'")
-        args: list[Any] = [now, now]
+        query = ("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, first_tried_at = NULL,"
+                 " lease_expires = NULL WHERE state = 'undeliverable'")
+        args: list[Any] = [now]
         if job_id is not None:
             query, args = query + " AND job_id = ?", [*args, job_id]
         with self._write() as db:
             count = db.execute(query, args).rowcount
             self._outbox_touched = count > 0
         return count
-
 
     def _event(self, db: Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
         db.execute(

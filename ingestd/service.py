@@ -29,6 +29,8 @@ from .config import Config, load_config
 from .errors import ConfigError, IngestdError
 from .folderlock import FolderLocks, FolderTaken, folders_are_exclusive
 from .metrics import Metrics
+from .notify import Notifier
+from .notify import secrets_of as notify_secrets
 from .pipeline import Breaker, Pipeline
 from .probe import is_complete
 from .status_server import StatusServer
@@ -68,7 +70,7 @@ def secrets_of(config: Config) -> list[str]:
     api = config.api
     secrets = [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
     password = urlsplit(config.queue_url).password if config.queue_url else None
-    return secrets + ([unquote(password)] if password else [])
+    return secrets + ([unquote(password)] if password else []) + notify_secrets(config)
 
 
 class AlreadyRunning(IngestdError):
@@ -118,6 +120,7 @@ class Service:
         self.metrics = Metrics()
         self.metrics.watch(self)
         self.client = self.metrics.client(config.api)
+        self.notifications = Notifier(self.queue, on_outcome=self.metrics.notification)
         self.pipeline = self._pipeline(config, self.client)
         self.watcher = self._watcher(config)
         self.workers: list[threading.Thread] = []
@@ -221,6 +224,10 @@ class Service:
 
     def start(self) -> None:
         """Reconcile the queue, start workers, watchers and the status listener; return once the start-up backlog is queued."""
+        # First: a job that ends from now on finds its notification targets, and what waits in the outbox is sent,
+        # a send the last run was killed in the middle of included.
+        self.queue.release_notification_leases()
+        self.notifications.start(self.config)
         self.reconcile()
         for n in range(self.config.upload.workers):
             thread = threading.Thread(target=self._work, args=(q.worker_id(f"worker-{n}", self.config.node_name),), name=f"worker-{n}", daemon=True)
@@ -353,6 +360,7 @@ class Service:
         self.watcher.stop()
         self.watcher = self._watcher(config)
         self.watcher.start()
+        self.notifications.reload(config)
         if listen_changes:
             if self.status_server is not None:
                 self.status_server.stop()
@@ -408,6 +416,8 @@ class Service:
         if busy:
             # Their leases run out and the next start takes the jobs back.
             log.warning("stop_timeout", workers_still_busy=busy, timeout=timeout)
+        # A send in flight is left to its timeout; unsent notifications wait in the outbox for the next start.
+        self.notifications.stop(timeout=min(5.0, max(0.0, deadline - time.monotonic())))
         if self.status_server is not None:
             self.status_server.stop()
         for client in [*self._retired_clients, self.client]:

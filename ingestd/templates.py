@@ -63,6 +63,11 @@ def check_template(template: str) -> None:
     _parse(template)
 
 
+def template_variables(template: str) -> set[str]:
+    """The variable names a template refers to (raises ``ValueError`` for a syntax error)."""
+    return {a for part in _parse(template) if isinstance(part, _Field) for a in part.alternatives if isinstance(a, str)}
+
+
 def render_template(template: str, variables: dict[str, Any]) -> str:
     """Fill ``template`` from ``variables`` (str, int or datetime values).
 

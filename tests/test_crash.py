@@ -31,7 +31,8 @@ def assert_filed_once(root, emulator, name: str, original: bytes, job: q.Job) ->
 @pytest.mark.parametrize("point", crashpoints.POINTS)
 def test_crash_at_point_then_restart_finishes_exactly_once(tmp_path, emulator, point):
     # 12 MiB in 5 MiB parts: three parts, so the part points fall between parts, not only at the edges.
-    config = make_config(tmp_path, emulator.base_url, upload={"workers": 1})
+    # A notification target too, so the point between a receiver's acceptance and its record is reached.
+    config = make_config(tmp_path, emulator.base_url, upload={"workers": 1}, notify=[{"command": ["/bin/true"]}])
     source = drop(tmp_path, "take.wav", size=12 * MIB)
     original = source.read_bytes()
     visit = "2" if point in ("between_parts", "before_part_ack", "during_part") else "1"
@@ -40,6 +41,8 @@ def test_crash_at_point_then_restart_finishes_exactly_once(tmp_path, emulator, p
         assert daemon.wait_exit(30) == -9, f"the daemon never reached {point}"
     with Daemon(config) as daemon:
         [job] = wait_for(lambda: jobs_in(tmp_path, q.DONE), timeout=30, what="the job done after the restart")
+        # Wherever the crash fell, the job's notification goes out (and the restarted daemon is surely up).
+        wait_for(lambda: queue_of(tmp_path).notifications(states=(q.SENT,)), what="its notification sent")
         assert daemon.stop() == 0
     assert_filed_once(tmp_path, emulator, "take.wav", original, job)
 

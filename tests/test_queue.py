@@ -162,8 +162,9 @@ def test_a_job_that_ends_puts_its_notification_in_the_outbox_in_the_same_transac
     queue.outbox_targets = (HOOK, CHAT)
     done, failed = _enqueue(queue, "/in/a.mp3"), _enqueue(queue, "/in/b.mp3")
     queue.finish(done.id, q.DONE, report={"job_id": done.id, "media_id": "m1", "status": "done"})
+    seen = queue.wait_for_outbox(-1, 0)
     queue.finish(failed.id, q.FAILED, error="not audio")
-    assert queue.outbox_written.is_set()
+    assert queue.wait_for_outbox(seen, 0) != seen  # the senders are woken
     [to_hook] = queue.notifications(job_id=done.id)
     assert (to_hook.target, to_hook.event, to_hook.event_id) == ("webhook:1", "done", f"{done.id}:done")
     assert to_hook.body == {"job_id": done.id, "media_id": "m1", "status": "done", "event": "done"}
@@ -211,12 +212,13 @@ def test_a_failed_send_waits_and_a_given_up_one_is_undeliverable_until_retried(q
     queue.claim_notification(n, lease=60)
     queue.notification_failed(n, "HTTP 500", retry_at=time.time() + 100)
     assert queue.due_notifications(HOOK.key) == []
-    assert queue.due_notifications(HOOK.key, now=time.time() + 101)[0].attempts == 1
+    [later] = queue.due_notifications(HOOK.key, now=time.time() + 101)
+    assert later.attempts == 1 and later.first_tried_at is not None
     queue.notification_failed(n, "HTTP 500", retry_at=None)
     assert queue.notification_counts() == {HOOK.label: {"pending": 0, "undeliverable": 1}}
     assert queue.retry_notifications() == 1
     [again] = queue.due_notifications(HOOK.key)
-    assert again.attempts == 0 and again.state == q.PENDING
+    assert again.attempts == 0 and again.state == q.PENDING and again.first_tried_at is None
 
 
 def test_a_job_retried_after_it_was_notified_notifies_its_new_ending(queue):
