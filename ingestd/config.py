@@ -190,6 +190,12 @@ class StatusConfig(_Model):
         return value
 
 
+class StateConfig(_Model):
+    # Finished jobs (and their events) are forgotten this long after they end: the queue stays the size of
+    # what is live plus this window. A copy of a file dropped after that is uploaded again.
+    keep_finished: Duration = Field(default=90 * 86400.0, gt=0)
+
+
 class LogConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -334,6 +340,7 @@ class Config(_Model):
     duplicates: Literal["skip", "upload"] = "skip"
     keep_failed_media: bool = False
     status: StatusConfig = Field(default_factory=StatusConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     defaults: RuleDefaults = Field(default_factory=RuleDefaults)
     rules: list[Rule] = Field(default_factory=list)

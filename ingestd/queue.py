@@ -633,6 +633,26 @@ class JobQueue:
             # A job started over may end the same way again; that ending is news again.
             db.execute("DELETE FROM outbox WHERE job_id = ? AND state != 'pending'", (job_id,))
 
+    def prune_finished(self, before: float, *, batch: int = 500) -> int:
+        """Forget jobs that ended before ``before`` (with their parts, events and sent notifications), so the queue
+        holds what is live plus a window of history instead of every file ever; returns how many went."""
+        pruned = 0
+        while True:
+            with self._write() as db:
+                rows = db.execute(
+                    "SELECT id FROM jobs WHERE state IN ('done', 'failed', 'cancelled', 'skipped') AND finished_at < ?"
+                    " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.job_id = jobs.id AND outbox.state = 'pending')"
+                    " LIMIT ?", (before, batch)).fetchall()
+                ids = [row["id"] for row in rows]
+                if ids:
+                    marks = ",".join("?" * len(ids))
+                    for table in ("parts", "events", "outbox", "contents", "jobs"):
+                        key = "id" if table == "jobs" else "job_id"
+                        db.execute(f"DELETE FROM {table} WHERE {key} IN ({marks})", ids)
+            pruned += len(ids)
+            if len(ids) < batch:
+                return pruned
+
     def _notify(self, db: Connection, job_id: str, event: str, report: dict[str, Any], now: float,
                 *, again: bool) -> None:
         """Put one notification per interested target in the outbox; ``again`` re-arms one already there."""

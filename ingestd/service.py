@@ -41,6 +41,7 @@ EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
 ENQUEUE_BATCH = 500
 # Below the unit's TimeoutStopSec=90, so a slow last part is not cut off by SIGKILL.
 STOP_TIMEOUT = 60.0
+PRUNE_INTERVAL = 3600.0
 
 log = structlog.get_logger("ingestd.service")
 
@@ -139,6 +140,7 @@ class Service:
         # /healthz turns 503 when the loop has not ticked for this long.
         self.stall_after = 3 * self.tick + 5.0
         self._last_tick = time.monotonic()
+        self._next_prune = 0.0
 
     # -- wiring ------------------------------------------------------------
 
@@ -423,12 +425,24 @@ class Service:
         for client in [*self._retired_clients, self.client]:
             client.close()
 
+    def _prune_if_due(self) -> None:
+        """Forget jobs finished longer than state.keep_finished ago: at start-up, then a few times per window."""
+        now = time.time()
+        if now < self._next_prune:
+            return
+        keep = self.config.state.keep_finished
+        self._next_prune = now + min(PRUNE_INTERVAL, keep / 4)
+        pruned = self.queue.prune_finished(now - keep)
+        if pruned:
+            log.info("finished_jobs_pruned", count=pruned, finished_before_seconds_ago=keep)
+
     def main_loop(self, config_path: Path) -> None:
         while True:
             self.heartbeat()
             self.notifier.notify(f"STATUS={self.status_line()}" + ("\nWATCHDOG=1" if self.watchdog else ""))
             if self.queue.unhold(due_only=True):
                 self.work_available.set()
+            self._prune_if_due()
             try:
                 event = self.events.get(timeout=self.tick)
             except stdqueue.Empty:

@@ -310,3 +310,21 @@ def test_a_queue_written_by_a_newer_ingestd_is_refused(where):
             db.execute("UPDATE ingestd_schema SET version = ?", (q.SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match="newer than this ingestd"):
         q.JobQueue(where)
+
+
+def test_finished_jobs_are_pruned_after_the_window_and_live_ones_never(queue):
+    old_done, old_failed, recent, live = (_enqueue(queue, f"/in/{name}.mp3") for name in ("old", "bad", "new", "live"))
+    for job in (old_done, old_failed, recent, live):
+        queue.claim("w")
+    queue.ack_part(old_done.id, 0, 0, 10, "0" * 32)
+    queue.finish(old_done.id, q.DONE)
+    queue.finish(old_failed.id, q.FAILED, error="broken")
+    cutoff = time.time() + 0.001
+    while time.time() <= cutoff:
+        pass
+    queue.finish(recent.id, q.DONE)
+    assert queue.prune_finished(cutoff) == 2
+    assert queue.get(old_done.id) is None and queue.get(old_failed.id) is None
+    assert queue.events(old_done.id) == []
+    assert queue.get(recent.id).state == q.DONE and queue.get(live.id).state == q.RUNNING
+    assert queue.prune_finished(cutoff) == 0
