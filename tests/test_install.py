@@ -1,34 +1,62 @@
-"""deploy/install.sh, run for real into a staging directory (DESTDIR)."""
+"""deploy/install.sh and deploy/uninstall.sh, run for real: into a staging directory (DESTDIR), and, as root,
+into a throw-away chroot with a real service user, a daemon and a colleague dropping a file."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import signal
 import stat
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
+from .audio import write_wav
+from .chroot import Chroot, can_build
+from .daemon import PRESETS, wait_for
+
 REPO = Path(__file__).resolve().parent.parent
 INSTALL_SH = REPO / "deploy" / "install.sh"
+UNINSTALL_SH = REPO / "deploy" / "uninstall.sh"
 
 
-def install(destdir: Path, *args: str, venv: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DESTDIR": str(destdir), "PYTHON": sys.executable}
+def install(destdir: Path, *args: str, venv: bool = False, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DESTDIR": str(destdir), "PYTHON": sys.executable} | (env or {})
     if not venv:
         args = ("--no-venv", *args)
     result = subprocess.run(
         ["sh", str(INSTALL_SH), *args], env=env, capture_output=True, text=True, timeout=240
     )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def uninstall(destdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["sh", str(UNINSTALL_SH), *args], env={**os.environ, "DESTDIR": str(destdir)},
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def default_acl(path: Path) -> list[str]:
+    out = subprocess.run(["getfacl", "--omit-header", "--default", str(path)], capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
 def test_staged_install_lays_out_the_tree(tmp_path: Path) -> None:
@@ -53,7 +81,31 @@ def test_staged_install_lays_out_the_tree(tmp_path: Path) -> None:
     assert mode(tmp_path / "srv/ingest/failed") == 0o2750
     assert not (tmp_path / "opt/ingestd/venv").exists()
 
-    assert "systemctl daemon-reload && systemctl enable --now ingestd" in result.stdout
+    assert "sudo ingestd check-config" in result.stdout
+    assert "sudo systemctl enable --now ingestd" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("setfacl") is None, reason="setfacl is not installed (Debian package acl)")
+def test_a_new_inbox_gets_default_acls_so_a_colleagues_umask_cannot_lock_ingestd_out(tmp_path: Path) -> None:
+    install(tmp_path)
+    inbox = tmp_path / "srv/ingest/inbox"
+    assert default_acl(inbox) == ["user::rwx", "group::rwx", "mask::rwx", "other::---"]
+
+    # What a colleague with umask 077 makes in it stays group-writable.
+    old = os.umask(0o077)
+    try:
+        (inbox / "show").mkdir()
+        (inbox / "show" / "episode.wav").write_bytes(b"RIFF")
+    finally:
+        os.umask(old)
+    acl = subprocess.run(["getfacl", "--omit-header", str(inbox / "show")], capture_output=True, text=True).stdout
+    assert "group::rwx" in acl and "mask::rwx" in acl
+    assert "default:group::rwx" in acl  # and it passes the rule on, to sub-subfolders
+
+    # A second run leaves an existing inbox (a share, perhaps) as it found it.
+    subprocess.run(["setfacl", "-b", str(inbox)], check=True)
+    install(tmp_path)
+    assert default_acl(inbox) == []
 
 
 def test_second_run_keeps_the_admins_files_and_restores_ours(tmp_path: Path) -> None:
@@ -89,31 +141,207 @@ def test_unknown_argument_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "etc").exists()
 
 
-# The one slow test (~15 s): a real virtualenv with ingestd and its dependencies
-# installed from this source tree by pip.
-def test_venv_install_gives_a_working_ingestd_command(tmp_path: Path) -> None:
-    install(tmp_path, venv=True)
+def home_interpreter() -> Path | None:
+    """A Python 3.11+ under /root or /home (pyenv, say), as root's PATH often has first: the one not to use."""
+    real = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    return real if real.parts[1:2] in (("root",), ("home",)) else None
 
-    ingestd = tmp_path / "opt/ingestd/venv/bin/ingestd"
-    result = subprocess.run([str(ingestd), "--help"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "run" in result.stdout and "check-config" in result.stdout
 
-    # Running again upgrades in place.
-    install(tmp_path, venv=True)
-    assert subprocess.run([str(ingestd), "--help"], capture_output=True).returncode == 0
+@pytest.mark.skipif(home_interpreter() is None, reason="the tests do not run on a Python under /root or /home")
+def test_an_interpreter_in_a_home_directory_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    python = home_interpreter()
+    result = install(tmp_path, "--python", str(python), venv=True, check=False)
+    assert result.returncode == 1
+    assert f"{python}, under a home directory: the ingestd user cannot run it" in result.stderr
+    assert "--python /usr/bin/python3" in result.stderr
+    assert tree(tmp_path) == set()
+
+
+def test_a_failed_upgrade_leaves_the_installed_program_as_it_was(tmp_path: Path) -> None:
+    # An installed virtualenv (a stand-in: only its link and a marker matter here).
+    venvs = tmp_path / "opt/ingestd/venvs"
+    (venvs / "20250101-000000-1").mkdir(parents=True)
+    (venvs / "20250101-000000-1" / "marker").write_text("the one in use")
+    (tmp_path / "opt/ingestd/venv").symlink_to("venvs/20250101-000000-1")
+    python = "/usr/bin/python3" if home_interpreter() else sys.executable
+
+    # pip fails half-way, after the new virtualenv was made.
+    result = install(tmp_path, "--python", python, venv=True, check=False,
+                     env={"INGESTD_PIP_ARGS": "--no-index --find-links /nonexistent"})
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "pip could not install ingestd" in result.stderr and "the installed ingestd is unchanged" in result.stderr
+    assert os.readlink(tmp_path / "opt/ingestd/venv") == "venvs/20250101-000000-1"
+    assert sorted(p.name for p in venvs.iterdir()) == ["20250101-000000-1"]
+
+
+def test_staged_uninstall_keeps_config_and_queue_unless_purged(tmp_path: Path) -> None:
+    install(tmp_path)
+    (tmp_path / "opt/ingestd/venvs/x").mkdir(parents=True)
+    (tmp_path / "opt/ingestd/venv").symlink_to("venvs/x")
+    (tmp_path / "var/lib/ingestd/queue.sqlite3").write_bytes(b"jobs")
+    (tmp_path / "srv/ingest/done/episode.wav").write_bytes(b"RIFF")
+
+    result = uninstall(tmp_path)
+
+    for gone in ("opt/ingestd", "usr/local/bin/ingestd", "etc/systemd/system/ingestd.service",
+                 "usr/lib/sysusers.d/ingestd.conf", "usr/share/doc/ingestd"):
+        assert not (tmp_path / gone).exists(), gone
+    assert (tmp_path / "etc/ingestd/config.yaml").exists() and (tmp_path / "etc/ingestd/ingestd.env").exists()
+    assert (tmp_path / "var/lib/ingestd/queue.sqlite3").read_bytes() == b"jobs"
+    assert "kept     /etc/ingestd (remove it with --purge)" in result.stdout
+
+    uninstall(tmp_path, "--purge")
+    assert not (tmp_path / "etc/ingestd").exists() and not (tmp_path / "var/lib/ingestd").exists()
+    # People's files are never the uninstaller's to remove.
+    assert (tmp_path / "srv/ingest/done/episode.wav").read_bytes() == b"RIFF"
+
+
+def test_uninstall_leaves_an_admin_command_that_is_not_ours(tmp_path: Path) -> None:
+    (tmp_path / "usr/local/bin").mkdir(parents=True)
+    (tmp_path / "usr/local/bin/ingestd").write_text("#!/bin/sh\necho someone else's\n")
+    uninstall(tmp_path)
+    assert (tmp_path / "usr/local/bin/ingestd").exists()
 
 
 def test_installing_into_the_real_root_needs_root() -> None:
     as_non_root = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
     # The script comes on stdin: "nobody" may not be allowed into the checkout's folder at all.
-    with open(INSTALL_SH) as script:
-        result = subprocess.run(
-            [*as_non_root, "sh", "-s", "--", "--no-venv"], stdin=script, cwd="/",
-            env={k: v for k, v in os.environ.items() if k != "DESTDIR"}, capture_output=True, text=True,
-        )
-    assert result.returncode == 1
-    assert "run as root, or set DESTDIR" in result.stderr
+    for script_path, args in ((INSTALL_SH, ["--no-venv"]), (UNINSTALL_SH, [])):
+        with open(script_path) as script:
+            result = subprocess.run(
+                [*as_non_root, "sh", "-s", "--", *args], stdin=script, cwd="/",
+                env={k: v for k, v in os.environ.items() if k != "DESTDIR"}, capture_output=True, text=True,
+            )
+        assert result.returncode == 1
+        assert "run as root, or set DESTDIR" in result.stderr
+
+
+# Where the test cannot be root, a staged virtualenv is the closest it gets.
+@pytest.mark.skipif(can_build() is None, reason="the chroot test below installs for real")
+def test_staged_venv_install_gives_a_working_ingestd_command(tmp_path: Path) -> None:
+    install(tmp_path, venv=True)
+    ingestd = tmp_path / "opt/ingestd/venv/bin/ingestd"
+    result = subprocess.run([str(ingestd), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("ingestd "), result.stderr
+    assert os.readlink(tmp_path / "opt/ingestd/venv").startswith("venvs/")
+
+
+# -- for real, in a chroot ---------------------------------------------------------------------------------------
+
+OTHER_PYTHON = "/usr/local/python-other"
+
+
+def copy_source(target: Path) -> None:
+    shutil.copytree(REPO, target, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"))
+
+
+def chroot_config(base_url: str) -> str:
+    return yaml.safe_dump({
+        "api": {"base_url": base_url, "token": "${AIOZ_STREAM_TOKEN}", "timeout": 10},
+        "state_dir": "/var/lib/ingestd",
+        "upload": {"workers": 1, "chunk_size": "5MiB", "poll_interval": 0.2},
+        "presets": PRESETS,
+        "folders": [{"path": "/srv/ingest/inbox", "settle": 0.3, "done_dir": "/srv/ingest/done",
+                     "failed_dir": "/srv/ingest/failed"}],
+        "log": {"format": "json"},
+        "rules": [{"name": "default", "title": "{stem}", "qualities": "podcast"}],
+    }, sort_keys=False)
+
+
+def venv_home(root: Chroot) -> str:
+    cfg = dict(line.split(" = ", 1) for line in root.path("/opt/ingestd/venv/pyvenv.cfg").read_text().splitlines()
+               if " = " in line)
+    return cfg["home"]
+
+
+def run_daemon_and_drop(root: Chroot, tmp_path: Path, name: str) -> None:
+    """Start ingestd as the service does, have a colleague (umask 077, own subfolder) drop ``name``, see it done."""
+    log = tmp_path / f"daemon-{name}.log"
+    lock = root.path("/var/lib/ingestd/ingestd.lock")
+    previous = lock.read_text() if lock.exists() else ""
+    proc = root.start("exec /usr/local/bin/ingestd run", log)
+    try:
+        pid = int(wait_for(lambda: lock.exists() and lock.read_text() != previous and lock.read_text().strip(),
+                           what="the daemon's lock"))
+        # The daemon runs as the service user, not as root.
+        status = Path(f"/proc/{pid}/status").read_text()
+        uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+        assert int(uid) == root.ids("ingestd")[0]
+
+        staging = root.path("/tmp") / name
+        write_wav(staging, 0.5)
+        colleague_uid, colleague_gid = root.ids("colleague")
+        os.chown(staging, colleague_uid, colleague_gid)
+        drop = textwrap.dedent(f"""
+            umask 077
+            mkdir -p /srv/ingest/inbox/colleague
+            mv /tmp/{name} /srv/ingest/inbox/colleague/{name}
+        """)
+        root.run(f"setpriv --reuid={colleague_uid} --regid={colleague_gid} --groups={root.ids('ingestd')[1]} "
+                 f"sh -c {shlex.quote(drop)}")
+
+        done = root.path(f"/srv/ingest/done/colleague/{name}")
+        wait_for(done.exists, timeout=60, what=f"{name} in done/ ({log.read_text()[-2000:] if log.exists() else ''})")
+        os.kill(pid, signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-2000:]
+    finally:
+        root.kill(proc)
+
+
+@pytest.mark.skipif(can_build() is not None, reason=f"a real install needs a chroot: {can_build()}")
+def test_install_upgrade_with_another_python_and_uninstall_for_real_in_a_chroot(tmp_path: Path, emulator) -> None:
+    other = Path(sys.base_prefix)  # the interpreter running the tests: another one than the system's
+    root = Chroot(tmp_path / "root", binds={str(other): other, OTHER_PYTHON: other})
+    copy_source(root.path("/src"))
+    # A shared libpython is found through the chroot's linker cache, as for any interpreter in /usr/local.
+    libs = " ".join(f"{OTHER_PYTHON}/lib/{lib.name}" for lib in (other / "lib").glob("libpython3*.so*"))
+    root.run(f"mkdir -p /usr/local/lib && for lib in {libs}; do ln -sf $lib /usr/local/lib/; done; ldconfig")
+
+    # 1. Root's PATH finds a Python in a home directory first (pyenv, say): the install takes the system one.
+    first = root.run("sh /src/deploy/install.sh", env={"PATH": f"{other}/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert "Python: /usr/bin/python3" in first.stdout, first.stdout
+    assert venv_home(root) == "/usr/bin"
+    assert "note: /etc/ingestd/ingestd.env has no token yet" in first.stdout
+    assert "/etc/ingestd/config.yaml: OK" in first.stdout  # check-config, as the ingestd user
+    assert root.has_user("ingestd")
+    assert root.run("runuser -u ingestd -- /opt/ingestd/venv/bin/ingestd --version").stdout.startswith("ingestd ")
+    if home_interpreter():
+        refused = root.run(f"sh /src/deploy/install.sh --python {other}/bin/python3", check=False)
+        assert refused.returncode == 1 and "under a home directory" in refused.stderr
+        assert venv_home(root) == "/usr/bin"
+
+    # 2. The admin configures it; the daemon runs as ingestd and files what a colleague drops.
+    root.path("/etc/ingestd/config.yaml").write_text(chroot_config(emulator.base_url))
+    root.path("/etc/ingestd/ingestd.env").write_text("AIOZ_STREAM_TOKEN=test-token\n")
+    root.run("useradd --create-home --groups ingestd colleague")
+    run_daemon_and_drop(root, tmp_path, "first.wav")
+
+    # 3. Upgrade with another interpreter: a new virtualenv swapped in, config, token and queue kept.
+    before = os.readlink(root.path("/opt/ingestd/venv"))
+    upgrade = root.run(f"sh /src/deploy/install.sh --python {OTHER_PYTHON}/bin/python3")
+    assert f"Python: {OTHER_PYTHON}/bin/python3" in upgrade.stdout, upgrade.stdout
+    assert "kept     /etc/ingestd/config.yaml" in upgrade.stdout
+    assert venv_home(root) == f"{OTHER_PYTHON}/bin"
+    assert os.readlink(root.path("/opt/ingestd/venv")) != before
+    assert [p.name for p in root.path("/opt/ingestd/venvs").iterdir()] == [os.readlink(root.path("/opt/ingestd/venv"))[6:]]
+    assert root.path("/etc/ingestd/config.yaml").read_text() == chroot_config(emulator.base_url)
+    assert "no token yet" not in upgrade.stdout and "/etc/ingestd/config.yaml: OK" in upgrade.stdout
+    run_daemon_and_drop(root, tmp_path, "second.wav")
+    jobs = json.loads(root.run("/usr/local/bin/ingestd jobs list --json").stdout)
+    assert sorted(Path(j["path"]).name for j in jobs) == ["first.wav", "second.wav"]
+
+    # 4. Uninstall: program, unit and user gone; config and queue kept; then purged.
+    removed = root.run("sh /src/deploy/uninstall.sh")
+    assert not root.has_user("ingestd")
+    for gone in ("/opt/ingestd", "/usr/local/bin/ingestd", "/etc/systemd/system/ingestd.service"):
+        assert not root.path(gone).exists(), gone
+    assert root.path("/etc/ingestd/ingestd.env").exists() and any(root.path("/var/lib/ingestd").iterdir())
+    assert "removed  user ingestd" in removed.stdout
+    root.run("sh /src/deploy/uninstall.sh --purge")
+    assert not root.path("/etc/ingestd").exists() and not root.path("/var/lib/ingestd").exists()
+    assert len(list(root.path("/srv/ingest/done").rglob("*.wav"))) == 2
 
 
 # The container route: Docker cannot run here, so check that the three files agree.
