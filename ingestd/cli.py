@@ -145,11 +145,11 @@ def _notification_counts(config: Config, queue: q.JobQueue) -> dict[str, dict[st
     """Pending and undeliverable notifications per target, configured targets included at zero."""
     from .notify import targets_of
 
-    configured = {}
-    for target in targets_of(config):
-        configured[target.label] = {q.PENDING: 0, q.UNDELIVERABLE: 0}
+    targets = targets_of(config)
+    for target in targets:
         target.close()
-    return configured | queue.notification_counts()
+    queue.outbox_targets = tuple(t.outbox for t in targets)
+    return queue.notification_counts()
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:

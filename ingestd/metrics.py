@@ -151,8 +151,7 @@ class _ServiceCollector(Collector):
                                     labels=["target"])
         undeliverable = GaugeMetricFamily("ingestd_notifications_undeliverable", "Notifications given up on after a "
                                           "day of tries, per target (`ingestd notify retry`)", labels=["target"])
-        configured = {t.label: {q.PENDING: 0, q.UNDELIVERABLE: 0} for t in queue.outbox_targets}
-        for label, counts in (configured | queue.notification_counts()).items():
+        for label, counts in queue.notification_counts().items():
             pending.add_metric([label], counts[q.PENDING])
             undeliverable.add_metric([label], counts[q.UNDELIVERABLE])
         yield pending

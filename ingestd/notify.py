@@ -277,10 +277,12 @@ def sample_event() -> dict[str, Any]:
 class Sender:
     """Delivers one target's notifications from the outbox, one at a time, until stopped."""
 
-    def __init__(self, queue: q.JobQueue, target: Target, *, on_outcome: Callable[[Target, Outcome], None] | None = None,
-                 rng: random.Random | None = None, give_up_after: float = GIVE_UP_AFTER, poll: float = 2.0):
+    def __init__(self, queue: q.JobQueue, target: Target, *, node: str | None = None,
+                 on_outcome: Callable[[Target, Outcome], None] | None = None, rng: random.Random | None = None,
+                 give_up_after: float = GIVE_UP_AFTER, poll: float = 2.0):
         self.queue = queue
         self.target = target
+        self.node = node
         self.on_outcome = on_outcome
         self.rng = rng or random.Random()
         self.give_up_after = give_up_after
@@ -312,7 +314,7 @@ class Sender:
         tried = 0
         while not self.stopping.is_set():
             due = self.queue.due_notifications(self.target.key, now=now, limit=1)
-            if not due or not self.queue.claim_notification(due[0], lease=self.target.lease, now=now):
+            if not due or not self.queue.claim_notification(due[0], lease=self.target.lease, node=self.node, now=now):
                 return tried
             self.deliver(due[0], now=now)
             tried += 1
@@ -348,19 +350,22 @@ class Sender:
 class Notifier:
     """The daemon's notification senders: one per configured target, replaced on reload."""
 
-    def __init__(self, queue: q.JobQueue, *, on_outcome: Callable[[Target, Outcome], None] | None = None):
+    def __init__(self, queue: q.JobQueue, *, node: str | None = None,
+                 on_outcome: Callable[[Target, Outcome], None] | None = None):
         self.queue = queue
+        self.node = node
         self.on_outcome = on_outcome
         self.senders: list[Sender] = []
 
     def start(self, config: Config) -> None:
         targets = targets_of(config)
         self.queue.outbox_targets = tuple(t.outbox for t in targets)
-        gone = self.queue.orphan_notifications({t.key for t in targets})
+        # On a shared queue another node may have targets this one does not: those stay theirs to send.
+        gone = 0 if self.queue.shared else self.queue.orphan_notifications({t.key for t in targets})
         if gone:
             log.warning("notifications_for_removed_targets", count=gone,
                         hint="their targets left the config; `ingestd notify list` shows them")
-        self.senders = [Sender(self.queue, target, on_outcome=self.on_outcome) for target in targets]
+        self.senders = [Sender(self.queue, target, node=self.node, on_outcome=self.on_outcome) for target in targets]
         for sender in self.senders:
             sender.start()
 

@@ -147,6 +147,10 @@ INSERT INTO contents (content_key, job_id)
     """
 ALTER TABLE outbox ADD COLUMN first_tried_at DOUBLE PRECISION;
 """,
+    # Which node is sending a notification, so a restarted daemon takes back only its own sends cut short.
+    """
+ALTER TABLE outbox ADD COLUMN lease_node TEXT;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -260,6 +264,7 @@ class Notification:
     created_at: float
     sent_at: float | None
     first_tried_at: float | None
+    lease_node: str | None
 
     @property
     def event_id(self) -> str:
@@ -687,15 +692,16 @@ class JobQueue:
         )
         return [_notification(r) for r in rows]
 
-    def claim_notification(self, n: Notification, *, lease: float, now: float | None = None) -> bool:
+    def claim_notification(self, n: Notification, *, lease: float, node: str | None = None,
+                           now: float | None = None) -> bool:
         """Take one notification for sending; False when another sender has it (or it is no longer pending)."""
         now = time.time() if now is None else now
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE outbox SET lease_expires = ?, first_tried_at = COALESCE(first_tried_at, ?)"
+                "UPDATE outbox SET lease_expires = ?, lease_node = ?, first_tried_at = COALESCE(first_tried_at, ?)"
                 " WHERE job_id = ? AND event = ? AND target = ? AND state = 'pending'"
                 " AND (lease_expires IS NULL OR lease_expires < ?)",
-                (now + lease, now, n.job_id, n.event, n.target, now),
+                (now + lease, node, now, n.job_id, n.event, n.target, now),
             )
         return cursor.rowcount == 1
 
@@ -715,11 +721,14 @@ class JobQueue:
                 (PENDING if retry_at is not None else UNDELIVERABLE, retry_at or 0, error, n.job_id, n.event, n.target),
             )
 
-    def release_notification_leases(self) -> int:
-        """Start-up: a send cut short by a crash is due again now, not when its lease would have run out."""
+    def release_notification_leases(self, *, node: str | None) -> int:
+        """Start-up: a send cut short by a crash is due again now, not when its lease would have run out
+        (this node's sends only, when hosts share the queue)."""
+        query, args = "UPDATE outbox SET lease_expires = NULL WHERE state = 'pending' AND lease_expires IS NOT NULL", []
+        if node is not None:
+            query, args = query + " AND lease_node = ?", [node]
         with self._write() as db:
-            return db.execute("UPDATE outbox SET lease_expires = NULL WHERE state = 'pending' AND lease_expires IS NOT NULL"
-                              ).rowcount
+            return db.execute(query, args).rowcount
 
     def orphan_notifications(self, keys: set[str]) -> int:
         """Pending notifications for targets no longer configured become undeliverable, so they are seen, not stuck."""
@@ -750,8 +759,8 @@ class JobQueue:
         return [_notification(r) for r in rows]
 
     def notification_counts(self) -> dict[str, dict[str, int]]:
-        """{target label: {state: count}} for notifications still pending or given up on."""
-        counts: dict[str, dict[str, int]] = {}
+        """{target label: {state: count}} for notifications still pending or given up on; configured targets too."""
+        counts = {t.label: dict.fromkeys((PENDING, UNDELIVERABLE), 0) for t in self.outbox_targets}
         for label, state, n in self._rows(
                 "SELECT label, state, COUNT(*) FROM outbox WHERE state != 'sent' GROUP BY label, state"):
             counts.setdefault(label, dict.fromkeys((PENDING, UNDELIVERABLE), 0))[state] = n

@@ -121,7 +121,7 @@ class Service:
         self.metrics = Metrics()
         self.metrics.watch(self)
         self.client = self.metrics.client(config.api)
-        self.notifications = Notifier(self.queue, on_outcome=self.metrics.notification)
+        self.notifications = Notifier(self.queue, node=config.node_name, on_outcome=self.metrics.notification)
         self.pipeline = self._pipeline(config, self.client)
         self.watcher = self._watcher(config)
         self.workers: list[threading.Thread] = []
@@ -228,7 +228,7 @@ class Service:
         """Reconcile the queue, start workers, watchers and the status listener; return once the start-up backlog is queued."""
         # First: a job that ends from now on finds its notification targets, and what waits in the outbox is sent,
         # a send the last run was killed in the middle of included.
-        self.queue.release_notification_leases()
+        self.queue.release_notification_leases(node=self.config.node_name if self.queue.shared else None)
         self.notifications.start(self.config)
         self.reconcile()
         for n in range(self.config.upload.workers):

@@ -61,6 +61,12 @@ def render_page(service: Service) -> str:
     held = queue.list(states=(q.HELD,), limit=RECENT)
     if held:
         sections += ["<h2>Held</h2>", _table(["file", "reason"], [[j.path, j.held_reason or ""] for j in held])]
+    notifications = queue.notification_counts()
+    if notifications:
+        sections += ["<h2>Notifications</h2>", _table(
+            ["target", "pending", "undeliverable"],
+            [[label, str(n[q.PENDING]), str(n[q.UNDELIVERABLE])] for label, n in notifications.items()],
+            css="failed" if any(n[q.UNDELIVERABLE] for n in notifications.values()) else "")]
     done = queue.list(states=(q.DONE,), limit=RECENT)
     sections += ["<h2>Recently done</h2>", _table(
         ["file", "media", "title", "finished"],

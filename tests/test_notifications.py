@@ -162,6 +162,8 @@ def test_webhook_command_and_apprise_hear_of_done_and_failed_jobs(tmp_path, emul
         code, status = cli("status", "--config", str(config))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             metrics = response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            page = response.read().decode()
         assert daemon.stop() == 0
     [done], [failed] = jobs_in(tmp_path, q.DONE), jobs_in(tmp_path, q.FAILED)
 
@@ -193,6 +195,7 @@ def test_webhook_command_and_apprise_hear_of_done_and_failed_jobs(tmp_path, emul
     assert f'ingestd_notifications_sent_total{{target="webhook http://127.0.0.1:{hook.port}/hooks/ingestd"}} 2.0' in metrics
     assert f'ingestd_notifications_failed_total{{target="webhook http://127.0.0.1:{hook.port}/hooks/ingestd"}} 1.0' in metrics
     assert "ingestd_notifications_pending{" in metrics
+    assert "<h2>Notifications</h2>" in page and f"webhook http://127.0.0.1:{hook.port}/hooks/ingestd" in page
     assert SECRET not in daemon.log() and SECRET not in status
 
 
