@@ -17,8 +17,11 @@ TEST_TRANSCODE_DELAY = 0.2
 
 
 def fast_settings(**overrides) -> EmulatorSettings:
-    """Emulator settings that keep tests quick: small parts, short transcoding."""
-    values = {"min_part_size": TEST_MIN_PART_SIZE, "transcode_delay": TEST_TRANSCODE_DELAY} | overrides
+    """Emulator settings that keep tests quick: small parts, short transcoding.
+
+    Strict by default: whatever ingestd sends in a test must be a form AIOZ's official clients send.
+    """
+    values = {"min_part_size": TEST_MIN_PART_SIZE, "transcode_delay": TEST_TRANSCODE_DELAY, "strict_official": True} | overrides
     return EmulatorSettings(**values)
 
 

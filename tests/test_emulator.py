@@ -26,6 +26,12 @@ QUALITY = {
 
 
 @pytest.fixture
+def emulator(emulator_factory) -> Emulator:
+    """Lenient, as the service is: these tests also cover forms only the seed's examples use (index 0, maps)."""
+    return emulator_factory(strict_official=False)
+
+
+@pytest.fixture
 def client(emulator: Emulator):
     with httpx.Client(base_url=emulator.base_url, headers=AUTH, timeout=10) as c:
         yield c
@@ -46,7 +52,7 @@ def send_part(client: httpx.Client, media_id: str, data: bytes, index: int, cont
     )
 
 
-def upload(client: httpx.Client, media_id: str, data: bytes, chunk: int = TEST_MIN_PART_SIZE, base: int = 0) -> None:
+def upload(client: httpx.Client, media_id: str, data: bytes, chunk: int = TEST_MIN_PART_SIZE, base: int = 1) -> None:
     for number, start in enumerate(range(0, len(data), chunk)):
         piece = data[start : start + chunk]
         response = send_part(client, media_id, piece, base + number, f"bytes {start}-{start + len(piece) - 1}/{len(data)}")
@@ -74,7 +80,7 @@ def wav(tmp_path: Path) -> bytes:
 def test_create_answers_201_with_new_media(client: httpx.Client, emulator: Emulator):
     response = client.post("/media/create", json={"type": "audio", "title": "Episode", "qualities": [QUALITY], "tags": ["a"]})
     assert response.status_code == 201
-    assert response.headers["content-type"] == "application/json; charset=utf-8"
+    assert response.headers["content-type"] == "application/json"  # exactly: the Node client refuses parameters
     media = response.json()["data"]
     assert media["status"] == "new"
     assert media["qualities"] == [{"name": "standard", "status": "new", "type": "hls"}]
@@ -87,8 +93,7 @@ def test_create_answers_201_with_new_media(client: httpx.Client, emulator: Emula
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"title": "t"}, "type"),
-        ({"type": "video", "title": "t"}, "type"),
+        ({"type": "movie", "title": "t"}, "type"),
         ({"type": "audio"}, "title"),
         ({"type": "audio", "title": ""}, "title"),
         ({"type": "audio", "title": "x" * 256}, "title"),
@@ -190,15 +195,15 @@ def test_resent_index_replaces_the_earlier_part(client: httpx.Client, emulator: 
     media_id = create(client)
     chunk = TEST_MIN_PART_SIZE
     garbage = bytes(chunk)
-    assert send_part(client, media_id, garbage, 0, f"bytes 0-{chunk - 1}/{len(wav)}").status_code == 200
+    assert send_part(client, media_id, garbage, 1, f"bytes 0-{chunk - 1}/{len(wav)}").status_code == 200
     upload(client, media_id, wav)
     assert client.get(f"/media/{media_id}/complete").status_code == 200
     assert emulator.media_file(media_id).read_bytes() == wav
 
 
-def test_one_based_indexes_are_accepted(client: httpx.Client, emulator: Emulator, wav: bytes):
+def test_zero_based_indexes_are_accepted_when_not_strict(client: httpx.Client, emulator: Emulator, wav: bytes):
     media_id = create(client)
-    upload(client, media_id, wav, base=1)
+    upload(client, media_id, wav, base=0)
     assert client.get(f"/media/{media_id}/complete").status_code == 200
     assert emulator.media_file(media_id).read_bytes() == wav
 
@@ -227,7 +232,6 @@ def test_official_client_part_ranges(client: httpx.Client, emulator: Emulator, w
 @pytest.mark.parametrize(
     ("content_range", "message"),
     [
-        (None, "Content-Range header is required"),
         ("bytes=0-99/100", "invalid Content-Range"),
         ("bytes 50-10/100", "invalid Content-Range"),
         ("bytes 0-99/50", "invalid Content-Range"),
@@ -281,7 +285,7 @@ def test_part_requires_each_field(client: httpx.Client, missing: str):
     fields.pop(missing, None)
     files = {} if missing == "file" else {"file": ("p", data)}
     if not files:
-        files = {"other": ("p", b"")}
+        files = {"other": (None, b"no file name, so not the file")}
     response = client.post(f"/media/{media_id}/part", headers={"Content-Range": "bytes 0-99/100"}, data=fields, files=files)
     assert response.status_code == 400
     assert response.json()["message"].startswith(missing)

@@ -73,7 +73,7 @@ def requests(draw) -> dict:
 
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory):
-    with Emulator(fast_settings(), data_dir=tmp_path_factory.mktemp("fuzz")) as emulator:
+    with Emulator(fast_settings(strict_official=False), data_dir=tmp_path_factory.mktemp("fuzz")) as emulator:
         with httpx.Client(base_url=emulator.base_url, timeout=10) as client:
             yield emulator, client
 

@@ -29,14 +29,14 @@ def _acked(tmp_path) -> int:
     return max((len(job.acked_parts) for job in running), default=0)
 
 
-@pytest.mark.parametrize("key, value", [("chunk_size", "8MiB"), ("part_index_base", 1)])
+@pytest.mark.parametrize("key, value", [("chunk_size", "8MiB"), ("part_index_base", 0)])
 def test_changing_chunk_size_mid_upload_neither_fails_the_job_nor_resends_parts(tmp_path, emulator_factory, key, value):
     settings = fast_settings()
     # Slow part answers keep the upload in progress while the test changes the config under it.
     settings.faults.slow, settings.faults.slow_seconds, settings.faults.endpoints = 1.0, 0.4, frozenset({"part"})
     emulator = emulator_factory(settings)
     config = make_config(tmp_path, emulator.base_url,
-                         upload={"workers": 1, "chunk_size": "5MiB", "part_index_base": 0} | FAST_RETRIES)
+                         upload={"workers": 1, "chunk_size": "5MiB", "part_index_base": 1} | FAST_RETRIES)
     with Daemon(config) as daemon:
         source = drop(tmp_path, "long.wav", size=18 * MIB)  # four parts of 5 MiB
         wait_for(lambda: _acked(tmp_path) >= 1, what="the first part acknowledged")
@@ -77,7 +77,7 @@ def test_a_queue_from_before_the_layout_was_recorded_gains_its_columns(tmp_path)
 
 
 def test_an_upload_begun_before_the_layout_was_recorded_keeps_its_numbering(tmp_path, emulator_factory):
-    settings = fast_settings()
+    settings = fast_settings(strict_official=False)  # the old default numbering, from 0
     settings.faults.slow, settings.faults.slow_seconds, settings.faults.endpoints = 1.0, 0.4, frozenset({"part"})
     emulator = emulator_factory(settings)
     config = make_config(tmp_path, emulator.base_url, upload={"workers": 1, "part_index_base": 0} | FAST_RETRIES)

@@ -33,6 +33,7 @@ class Body:
     def __init__(self, rfile: BinaryIO, headers: Message, limit: int):
         self._rfile = rfile
         self.consumed = False
+        self.finished = False  # every byte of the body has been read off the socket
         encoding = (headers.get("Transfer-Encoding") or "").strip().lower()
         self.chunked = encoding == "chunked"
         self.length: int | None = None
@@ -57,14 +58,14 @@ class Body:
             raise BodyError(self.framing_error)
         if self.consumed:
             return
+        if self.length is not None and self.length > self.limit:
+            raise BodyError(f"request body of {self.length} bytes is larger than {self.limit}", 413)
         self.consumed = True
         if self.chunked:
             yield from self._chunked()
+            self.finished = True
             return
         assert self.length is not None
-        if self.length > self.limit:
-            self.consumed = False
-            raise BodyError(f"request body of {self.length} bytes is larger than {self.limit}", 413)
         remaining = self.length
         while remaining:
             data = self._rfile.read(min(remaining, CHUNK))
@@ -72,6 +73,7 @@ class Body:
                 raise ConnectionError("client closed the connection mid-body")
             remaining -= len(data)
             yield data
+        self.finished = True
 
     def _chunked(self) -> Iterator[bytes]:
         total = 0
@@ -101,11 +103,14 @@ class Body:
         return b"".join(self.chunks())
 
     def drain(self) -> bool:
-        """Read and discard what is left; False when the connection must be closed instead."""
+        """Read and discard an unread body; False when the connection must be closed instead.
+
+        A body abandoned part-way is not read on: its rest would otherwise be parsed as the next request.
+        """
         if not self.readable:
             return False
         if self.consumed:
-            return True
+            return self.finished
         if self.length is not None and self.length > self.limit:
             return False
         try:
@@ -132,9 +137,11 @@ class UploadedForm:
 
 
 def read_multipart(body: Body, content_type: str, spool_dir: Path, file_field: str = "file") -> UploadedForm:
-    """Parse a multipart/form-data body, writing ``file_field`` to a temporary file in ``spool_dir``.
+    """Parse a multipart/form-data body, writing the file to a temporary file in ``spool_dir``.
 
-    Small fields are kept in memory (up to ``MAX_FIELD`` bytes each); fields may arrive in any order.
+    The file is the field named ``file_field``, or a field that carries a ``filename`` (AIOZ's Node client
+    names a progressive upload's file field after the file). Small fields are kept in memory (up to
+    ``MAX_FIELD`` bytes each); fields may arrive in any order.
     """
     ctype, options = parse_options_header(content_type)
     if ctype != b"multipart/form-data" or not options.get(b"boundary"):
@@ -160,9 +167,9 @@ def read_multipart(body: Body, content_type: str, spool_dir: Path, file_field: s
         _, disposition = parse_options_header(state["headers"].get("content-disposition", b""))
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         state["name"] = name
-        if name == file_field:
+        if name == file_field or b"filename" in disposition:
             if form.file_path is not None:
-                raise BodyError(f"field {file_field!r} appears twice")
+                raise BodyError("the form carries more than one file")
             fd, path = tempfile.mkstemp(dir=spool_dir, suffix=".upload")
             form.file_path = Path(path)
             state["out"] = os.fdopen(fd, "wb", buffering=0)

@@ -53,17 +53,31 @@ def _metadata(value: Any) -> dict[str, str]:
     raise Problem(400, "metadata: must be an object of strings or a list of {key, value}")
 
 
-class ListQuery:
-    """A validated list request."""
+def _official_shapes(body: dict[str, Any]) -> None:
+    """Strict mode: the filter shapes of the OpenAPI spec, the only ones AIOZ's own clients send."""
+    for name in ("tags", "status"):
+        if body.get(name) is not None and not isinstance(body[name], list):
+            raise Problem(400, f"{name}: must be an array")
+    if body.get("metadata") is not None and not isinstance(body["metadata"], list):
+        raise Problem(400, "metadata: must be an array of {key, value}")
 
-    def __init__(self, body: Any):
+
+class ListQuery:
+    """A validated list request; ``strict`` refuses filter shapes no official client sends."""
+
+    def __init__(self, body: Any, *, strict: bool = False):
         if not isinstance(body, dict):
             raise Problem(400, "request body must be a JSON object")
         unknown = sorted(set(body) - _LIST_KEYS)
         if unknown:
             raise Problem(400, f"{unknown[0]}: unknown field")
+        if strict:
+            _official_shapes(body)
         self.offset = _int(body, "offset", 0, 0)
         self.limit = _int(body, "limit", 25, 1, 100)
+        if body.get("sort_by") in ORDERS and body.get("order_by") in SORT_FIELDS:
+            # The Go client's live test names them the other way round, and the service takes it.
+            body = body | {"sort_by": body["order_by"], "order_by": body["sort_by"]}
         self.sort_by = _choice(body, "sort_by", "created_at", SORT_FIELDS)
         self.order_by = _choice(body, "order_by", "asc", ORDERS)
         self.type = body.get("type")
@@ -82,8 +96,8 @@ class ListQuery:
         self.metadata = _metadata(body["metadata"]) if body.get("metadata") is not None else {}
 
     def matches(self, media: Media) -> bool:
-        if self.type == "video":
-            return False  # the emulator holds audio only
+        if self.type is not None and media.type != self.type:
+            return False
         if self.statuses:
             if media.status not in self.statuses:
                 return False

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from pydantic import ValidationError
 
@@ -36,6 +36,8 @@ MAX_PART_BODY = 256 * 1024 * 1024
 # Reported as the limit when none is configured: clients read the headers, so they must look sane.
 UNLIMITED = 1_000_000
 _HEX_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+_FORM_METADATA = re.compile(r"^metadata\[(\d{1,2})\]\[(key|value)\]$")
+MEDIA_TYPES = ("audio", "video")
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # a bare HTTP/0.9 answer would have no status line or headers
         self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", "application/json")  # exactly: the Node client refuses any parameter
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-RateLimit-Limit", str(limit))
         self.send_header("X-RateLimit-Remaining", str(remaining))
@@ -146,16 +148,63 @@ def _error(status: int, message: str) -> _Answer:
     return _Answer(status, {"status": "error", "message": message})
 
 
-def _json_body(body: Body) -> Any:
+def _raw_body(body: Body) -> bytes:
     if body.length is not None and body.length > MAX_JSON_BODY:
         raise Problem(413, f"request body larger than {MAX_JSON_BODY} bytes")
-    raw = body.read()
+    raw = bytearray()
+    for chunk in body.chunks():
+        raw += chunk
+        if len(raw) > MAX_JSON_BODY:
+            raise Problem(413, f"request body larger than {MAX_JSON_BODY} bytes")
+    return bytes(raw)
+
+
+def _json_body(body: Body) -> Any:
+    """The request's JSON body; the spec marks every body required, so an empty one is refused."""
+    raw = _raw_body(body)
     if not raw.strip():
-        return {}
+        raise Problem(400, "request body is required")
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(400, f"malformed JSON body: {exc}") from None
+
+
+def _form_body(body: Body) -> dict[str, Any]:
+    """An ``application/x-www-form-urlencoded`` create, as the spec allows: scalars, repeated ``tags``,
+    ``metadata[N][key]``/``metadata[N][value]``, and ``qualities`` as a JSON string."""
+    try:
+        pairs = parse_qsl(_raw_body(body).decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise Problem(400, "form body is not UTF-8") from None
+    data: dict[str, Any] = {}
+    metadata: dict[int, dict[str, str]] = {}
+    for name, value in pairs:
+        if name in ("tags", "tags[]"):
+            data.setdefault("tags", []).append(value)
+        elif match := _FORM_METADATA.match(name):
+            metadata.setdefault(int(match[1]), {})[match[2]] = value
+        elif name == "is_public":
+            if value not in ("true", "false"):
+                raise Problem(400, "is_public: must be true or false")
+            data["is_public"] = value == "true"
+        elif name == "qualities":
+            try:
+                data["qualities"] = json.loads(value)
+            except ValueError:
+                raise Problem(400, "qualities: must be a JSON array") from None
+        elif name in data:
+            raise Problem(400, f"{name}: given twice")
+        else:
+            data[name] = value
+    if metadata:
+        data["metadata"] = [metadata[n] for n in sorted(metadata)]
+    return data
+
+
+def _create_body(body: Body, headers: Any) -> Any:
+    content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    return _form_body(body) if content_type == "application/x-www-form-urlencoded" else _json_body(body)
 
 
 def _validated(model: type[CreateRequest] | type[UpdateRequest], data: Any) -> Any:
@@ -345,7 +394,7 @@ class Emulator:
             return None
         public = (headers.get("stream-public-key") or "").strip()
         secret = (headers.get("stream-secret-key") or "").strip()
-        if public and secret:
+        if public and secret and not self.settings.strict_official:  # no official client sends the pair alone
             return next((a for a in accounts if a.public_key == public and a.secret_key == secret), None)
         return None
 
@@ -392,7 +441,7 @@ class Emulator:
             return self._list(body, account)
         if rest == ["create"]:
             self._allow(method, "POST")
-            return self._create(body, account)
+            return self._create(body, handler.headers, account)
         if rest == ["cost"]:
             self._allow(method, "GET")
             return self._cost(url.query, account)
@@ -420,9 +469,16 @@ class Emulator:
     def _view(self, media: Any) -> dict[str, Any]:
         return self._store.as_json(media, self.base_url, self.origin)
 
-    def _create(self, body: Body, account: Account) -> _Answer:
-        request = _validated(CreateRequest, _json_body(body))
-        media = self._store.create(request, account.user_id)
+    def _create(self, body: Body, headers: Any, account: Account) -> _Answer:
+        data = _create_body(body, headers)
+        if not isinstance(data, dict):
+            raise Problem(400, "request body must be a JSON object")
+        # The seed calls type required, yet the official clients' live tests omit it: the media is then a video.
+        kind = data.get("type", "video")
+        if kind not in MEDIA_TYPES:
+            raise Problem(400, f"type: must be one of {', '.join(MEDIA_TYPES)}")
+        request = _validated(CreateRequest, data | {"type": "audio"})
+        media = self._store.create(request, account.user_id, kind)
         return _Answer(201, {"status": "success", "data": self._view(media)}, media.id)
 
     def _get(self, media_id: str, account: Account) -> _Answer:
@@ -430,7 +486,10 @@ class Emulator:
         return _Answer(200, {"status": "success", "data": self._view(media)}, media_id)
 
     def _update(self, media_id: str, body: Body, account: Account) -> _Answer:
-        request = _validated(UpdateRequest, _json_body(body))
+        data = _json_body(body)
+        if self.settings.strict_official and isinstance(data, dict) and "player_theme_id" in data:
+            raise Problem(400, "player_theme_id: AIOZ's clients send the player as player_id")
+        request = _validated(UpdateRequest, data)
         self._store.update(media_id, account.user_id, request)
         return _Answer(200, {"status": "success", "message": "Update audio info successfully."}, media_id)
 
@@ -439,7 +498,7 @@ class Emulator:
         return _Answer(200, {"status": "success", "message": "Audio deleted successfully."}, media_id)
 
     def _list(self, body: Body, account: Account) -> _Answer:
-        query = ListQuery(_json_body(body))
+        query = ListQuery(_json_body(body), strict=self.settings.strict_official)
         page, total = query.apply(self._store.all(account.user_id))
         items = [self._view(m) for m in page]
         return _Answer(200, {"status": "success", "data": {"videos": items, "media": items, "total": total}})
@@ -450,26 +509,46 @@ class Emulator:
 
     def _part(self, media_id: str, handler: _Handler, body: Body, account: Account) -> _Answer:
         self._store.check_accepts_parts(media_id, account.user_id)
-        span = ContentRange.parse(handler.headers.get("Content-Range"))
+        header = handler.headers.get("Content-Range")
+        span = ContentRange.parse(header) if (header or "").strip() else None
         form = read_multipart(body, handler.headers.get("Content-Type") or "", self._store.spool_dir)
         try:
             if form.file_path is None:
                 raise Problem(400, "file: field is required")
-            for name in ("index", "hash"):
-                if not form.fields.get(name, "").strip():
-                    raise Problem(400, f"{name}: field is required")
-            index_text = form.fields["index"].strip()
-            if not index_text.isdigit():
-                raise Problem(400, f"index: must be a non-negative integer, got {index_text!r}")
-            expected = form.fields["hash"].strip()
-            if not _HEX_MD5.match(expected):
-                raise Problem(400, "hash: must be the part's MD5 as 32 hex digits")
-            if expected.lower() != form.file_md5:
-                raise Problem(400, "hash mismatch")
-            self._store.add_part(media_id, account.user_id, int(index_text), span, form.file_path, form.file_size, self.settings.min_part_size)
+            single = span is None
+            if span is None:
+                # A single-part upload: the part is the whole file.
+                span = ContentRange.whole(form.file_size)
+            index = self._part_index(form.fields, span, single=single)
+            if "hash" in form.fields or span.part is None:
+                expected = form.fields.get("hash", "").strip()
+                if not expected:
+                    raise Problem(400, "hash: field is required")
+                if not _HEX_MD5.match(expected):
+                    raise Problem(400, "hash: must be the part's MD5 as 32 hex digits")
+                if expected.lower() != form.file_md5:
+                    raise Problem(400, "hash mismatch")
+            self._store.add_part(media_id, account.user_id, index, span, form.file_path, form.file_size, self.settings.min_part_size)
         finally:
             form.discard()
         return _Answer(200, {"status": "success", "message": "Upload part successfully."}, media_id)
+
+    def _part_index(self, fields: dict[str, str], span: ContentRange, *, single: bool) -> int:
+        """The part's number: the ``index`` field, N of a progressive ``part N/*`` range, or 1 for a single part."""
+        index_text = fields.get("index", "").strip()
+        if not index_text:
+            if span.part is None and not single:
+                raise Problem(400, "index: field is required")
+            index = span.part if span.part is not None else 1
+        elif not index_text.isdigit():
+            raise Problem(400, f"index: must be a non-negative integer, got {index_text!r}")
+        else:
+            index = int(index_text)
+        if span.part is not None and index != span.part:
+            raise Problem(400, f"index: {index} differs from part {span.part} of the Content-Range")
+        if index == 0 and self.settings.strict_official:
+            raise Problem(400, "index: parts are numbered from 1")
+        return index
 
     def _complete(self, media_id: str, account: Account) -> _Answer:
         parts = self._store.begin_complete(media_id, account.user_id)

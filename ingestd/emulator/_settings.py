@@ -53,3 +53,6 @@ class EmulatorSettings:
     rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
     rate_limit_per_minute: int | None = None
     faults: Faults = field(default_factory=Faults)
+    # Refuse every form no official AIOZ client sends (the key pair without Basic, list filters as maps
+    # or bare strings, part index 0, player_theme_id), so tests prove ingestd speaks only the proven forms.
+    strict_official: bool = False

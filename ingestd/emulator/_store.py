@@ -49,8 +49,6 @@ class ContentRange:
     @classmethod
     def parse(cls, header: str | None) -> ContentRange:
         text = (header or "").strip()
-        if not text:
-            raise Problem(400, "Content-Range header is required")
         if match := _BYTES_RANGE.match(text):
             first, last, total = (int(g) for g in match.groups())
             if first > last or last >= total:
@@ -62,6 +60,13 @@ class ContentRange:
                 raise Problem(400, f"invalid Content-Range {text!r}: the final part is given as 'part N/N'")
             return cls(part=int(number), last=count != "*")
         raise Problem(400, f"invalid Content-Range {text!r}: expected 'bytes START-END/TOTAL'")
+
+    @classmethod
+    def whole(cls, size: int) -> ContentRange:
+        """The range of a single-part upload sent without a Content-Range."""
+        if size <= 0:
+            raise Problem(400, "file: is empty")
+        return cls(start=0, end=size, total=size, last=True)
 
 
 @dataclass
@@ -87,6 +92,7 @@ class Media:
     created_at: float
     updated_at: float
     seq: int
+    type: str = "audio"
     status: str = "new"
     player_theme_id: str = ""
     parts: dict[int, Part] = field(default_factory=dict)
@@ -149,7 +155,7 @@ class Store:
 
     # -- create / update / delete -----------------------------------------
 
-    def create(self, request: CreateRequest, user_id: str) -> Media:
+    def create(self, request: CreateRequest, user_id: str, kind: str = "audio") -> Media:
         now = time.time()
         media = Media(
             id=str(uuid.uuid4()),
@@ -163,6 +169,7 @@ class Store:
             created_at=now,
             updated_at=now,
             seq=next(self._seq),
+            type=kind,
         )
         with self.lock:
             self._media[media.id] = media
@@ -333,7 +340,7 @@ class Store:
         return {
             "id": mid,
             "user_id": media.user_id,
-            "type": "audio",
+            "type": media.type,
             "title": media.title,
             "description": media.description,
             "metadata": [dict(item) for item in media.metadata] if media.metadata is not None else None,

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-part-size", type=_size, default=5 * 1024 * 1024, metavar="SIZE", help="smallest non-final part, e.g. 5MiB (default: 5MiB)")
     parser.add_argument("--balance", type=float, default=defaults.balance_usd, metavar="USD", help="account balance for cost checks (default: %(default)s)")
     parser.add_argument("--rate-limit", type=int, metavar="N", help="requests per minute before answering 429 (default: unlimited)")
+    parser.add_argument("--strict-official", action="store_true",
+                        help="refuse every request form AIOZ's official clients never send (the key pair without Basic,"
+                             " list filters as maps or bare strings, part index 0, player_theme_id)")
     faults = parser.add_argument_group("fault injection (shares between 0 and 1)")
     faults.add_argument("--fault-seed", type=int, default=0, metavar="N", help="seed for the fault dice (default: %(default)s)")
     faults.add_argument("--fail-rate", type=_share, default=0.0, metavar="F", help="answer 500 before acting")
@@ -56,6 +59,7 @@ def settings_from(args: argparse.Namespace) -> EmulatorSettings:
         min_part_size=args.min_part_size,
         transcode_delay=args.transcode_delay,
         rate_limit_per_minute=args.rate_limit,
+        strict_official=args.strict_official,
         faults=Faults(
             seed=args.fault_seed,
             server_error=args.fail_rate,
