@@ -375,7 +375,7 @@ def cmd_media_update(args: argparse.Namespace) -> int:
     update = UpdateRequest.model_validate({k: v for k, v in {
         "title": args.title, "description": args.description, "tags": args.tag,
         "metadata": [{"key": k, "value": v} for k, v in meta.items()] if meta else None,
-        "is_public": args.public, "player_theme_id": args.player_theme_id,
+        "is_public": args.public, "player_id": args.player_theme_id,  # the spec's name, as AIOZ's clients send it
     }.items() if v is not None})
     if not update.body():
         raise CommandError("nothing to update: give at least one of --title, --description, --tag, --meta, --public/--private, --player-theme-id")

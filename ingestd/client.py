@@ -6,6 +6,7 @@ and never retries by itself: the job queue decides what to retry and when.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets
@@ -71,7 +72,7 @@ class Part:
         return f"bytes {self.start}-{self.start + self.length - 1}/{self.total}"
 
 
-def plan_parts(size: int, chunk_size: int, index_base: int = 0) -> list[tuple[int, int, int]]:
+def plan_parts(size: int, chunk_size: int, index_base: int = 1) -> list[tuple[int, int, int]]:
     """Split ``size`` bytes into ``(index, start, length)`` parts of ``chunk_size``; the last may be shorter."""
     if size <= 0:
         raise ValueError("an empty file cannot be uploaded")
@@ -81,13 +82,15 @@ def plan_parts(size: int, chunk_size: int, index_base: int = 0) -> list[tuple[in
 
 
 class _KeyAuth(httpx.Auth):
-    """The seed's ``stream-public-key`` / ``stream-secret-key`` header pair."""
+    """A key pair, sent as AIOZ's Node client sends it: HTTP Basic ``public:secret`` and the seed's header pair."""
 
     def __init__(self, public_key: str, secret_key: str):
         self._public_key = public_key
         self._secret_key = secret_key
+        self._basic = "Basic " + base64.b64encode(f"{public_key}:{secret_key}".encode()).decode("ascii")
 
     def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = self._basic
         request.headers["stream-public-key"] = self._public_key
         request.headers["stream-secret-key"] = self._secret_key
         yield request
@@ -250,10 +253,18 @@ class StreamClient:
         status: str | list[str] | None = None,
         search: str | None = None,
     ) -> MediaPage:
-        """``POST /media``: one page of media matching every given filter."""
+        """``POST /media``: one page of media matching every given filter.
+
+        Filters go out in the OpenAPI spec's shapes, the only ones AIOZ's own clients send:
+        ``metadata`` as ``[{"key", "value"}]``, ``tags`` and ``status`` as arrays.
+        """
         body: dict[str, Any] = {"offset": offset, "limit": limit}
-        optional = {"sort_by": sort_by, "order_by": order_by, "type": type, "tags": tags,
-                    "metadata": metadata, "status": status, "search": search}
+        optional = {
+            "sort_by": sort_by, "order_by": order_by, "type": type, "search": search,
+            "tags": list(tags) if tags is not None else None,
+            "metadata": [{"key": k, "value": v} for k, v in metadata.items()] if metadata is not None else None,
+            "status": [status] if isinstance(status, str) else status,
+        }
         body.update({key: value for key, value in optional.items() if value is not None})
         data = self._call("POST", "/media", json=body)
         if not isinstance(data, dict):
@@ -279,14 +290,30 @@ class StreamClient:
             if not page.items or offset >= page.total:
                 return
 
-    def find_by_metadata(self, key: str, value: str) -> list[Media]:
-        """All media, in any status but ``deleted``, that carry the metadata item ``key: value``."""
-        # Checked again here, so a server that ignores the filter cannot hand back strangers.
-        return [
-            media
-            for media in self.iter_media(metadata={key: value})
-            if media.status != "deleted" and media.metadata_dict().get(key) == value
-        ]
+    def find_by_metadata(self, key: str, value: str, *, title: str | None = None) -> list[Media]:
+        """All media, in any status but ``deleted``, that carry the metadata item ``key: value``.
+
+        No server-side filter is trusted: every candidate's metadata is checked here, every page is read,
+        and if the service refuses the metadata filter (400) the media titled ``title`` are searched instead.
+        A refused search raises the ``RejectedError``.
+        """
+        try:
+            candidates = list(self.iter_media(metadata={key: value}))
+        except RejectedError:
+            if title is None:
+                raise
+            candidates = list(self.iter_media(search=title))
+        return [m for m in candidates if m.status != "deleted" and m.metadata_dict().get(key) == value]
+
+    def credentials_work(self) -> bool:
+        """Whether the service takes our credentials at all: one cheap list call, one item."""
+        try:
+            self.list_media(limit=1)
+        except AuthError:
+            return False
+        except RejectedError:
+            return True  # refused for its body, so the credentials got past the door
+        return True
 
     def get_media(self, media_id: str) -> Media:
         path = _media_path(media_id)

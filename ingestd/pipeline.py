@@ -173,7 +173,7 @@ class Pipeline:
         except JobFailed as failed:
             self._fail(self.queue.get(job.id), failed, bound)
         except AuthError as exc:
-            self._hold_for_credentials(job, exc, bound)
+            self._auth_refused(job, exc, bound)
         except TransientError as exc:
             self._retry_later(self.queue.get(job.id), exc, bound)
         except RejectedError as exc:
@@ -297,7 +297,13 @@ class Pipeline:
     def _create(self, job: q.Job, owner: str, bound) -> None:
         if job.create_sent:
             # A create may have reached the server although its answer was lost: find it before creating again.
-            found = self.client.find_by_metadata("ingestd_job", job.id)
+            title = (job.request_body or {}).get("title")
+            try:
+                found = self.client.find_by_metadata("ingestd_job", job.id, title=title)
+            except RejectedError as exc:
+                # Creating again might make a second media; failing might orphan the first. Wait for the list to work.
+                raise JobHeld(f"recovery: the API refused to list media ({exc.message}), so whether this file's media was"
+                              " created cannot be told yet", self.config.upload.retry_delay_max) from exc
             if found:
                 keep, extra = found[0], found[1:]
                 for media in extra:
@@ -511,6 +517,21 @@ class Pipeline:
                           error=f"same content as job {earlier.id} (media {earlier.media_id or 'not created yet'}); not uploaded again")
         self._file(self.queue.get(job.id), "", bound)
 
+    def _auth_refused(self, job: q.Job, exc: AuthError, bound) -> None:
+        try:
+            forbidden_only = self._forbidden_only(exc)
+        except TransientError as check_failed:
+            self._retry_later(self.queue.get(job.id), check_failed, bound)
+            return
+        if forbidden_only:
+            self._fail(self.queue.get(job.id), JobFailed(f"the API forbade {exc.method} {exc.path}: {exc.message}"), bound)
+        else:
+            self._hold_for_credentials(job, exc, bound)
+
+    def _forbidden_only(self, exc: AuthError) -> bool:
+        """A 403 that is not about the credentials (another account's media, a forbidden action): they still work."""
+        return exc.status_code == 403 and self.client.credentials_work()
+
     def _hold_for_credentials(self, job: q.Job, exc: AuthError, bound) -> None:
         bound.error("credentials_rejected", status=exc.status_code, message=exc.message)
         self.queue.hold(job.id, f"auth: the API rejected the credentials ({exc.status_code}: {exc.message});"
@@ -542,6 +563,11 @@ class Pipeline:
             return
         except RejectedError as exc:
             # Refused for a reason a retry would not change: say so, and leave the media to the operator.
+            bound.error("media_delete_refused", media_id=media_id, error=str(exc))
+            return
+        except AuthError as exc:
+            if not self._forbidden_only(exc):
+                raise
             bound.error("media_delete_refused", media_id=media_id, error=str(exc))
             return
         except APIError as exc:
