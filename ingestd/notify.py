@@ -205,7 +205,7 @@ class AppriseTarget(Target):
 
         report = json.loads(payload)
         failure = report.get("event") in ("failed", "held")
-        with apprise.LogCapture(level=logging.WARNING) as captured:
+        with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
             accepted = self.apprise.notify(title=f"ingestd: {report.get('event')}", body=message(report),
                                            notify_type=apprise.NotifyType.FAILURE if failure else apprise.NotifyType.INFO)
         if accepted:

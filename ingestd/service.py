@@ -71,7 +71,7 @@ def secrets_of(config: Config) -> list[str]:
     api = config.api
     secrets = [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
     password = urlsplit(config.queue_url).password if config.queue_url else None
-    return secrets + ([unquote(password)] if password else []) + notify_secrets(config)
+    return secrets + ([unquote(password)] if password else [])
 
 
 class AlreadyRunning(IngestdError):
@@ -353,6 +353,7 @@ class Service:
                 log.warning("reload_needs_restart", key=key, running_with=str(old), configured=str(new))
         logsetup.configure(format=config.log.format, level=config.log.level)
         logsetup.redactor.update(secrets_of(self.config) + secrets_of(config))
+        logsetup.redactor.set("notify", notify_secrets(self.config) + notify_secrets(config))
         client = self.metrics.client(config.api)
         with self._config_lock:
             old_client = self.client
@@ -468,6 +469,7 @@ def run(config_path: Path) -> int:
         return EX_CONFIG
     logsetup.configure(format=config.log.format, level=config.log.level)
     logsetup.redactor.update(secrets_of(config))
+    logsetup.redactor.set("notify", notify_secrets(config))
     for warning in config.warnings():
         log.warning("config_warning", key=warning.key, message=warning.message)
     lock = StateLock(Path(config.state_dir))

@@ -27,6 +27,7 @@ from ingestd.notify import FIRST_RETRY, MAX_RETRY_WAIT, Sender, WebhookTarget, r
 from .daemon import Daemon, drop, jobs_in, make_config, queue_of, wait_for
 
 SECRET = "hook-secret-5f1c0b7e9a"
+PASSWORD = "chat-password-93ac1d"
 
 
 class Receiver:
@@ -152,6 +153,8 @@ def test_webhook_command_and_apprise_hear_of_done_and_failed_jobs(tmp_path, emul
         {"command": [sys.executable, str(script), str(out), "{media_id}", "{title}", "{assets.hls_url|reason}"],
          "events": ["done", "failed"]},
         {"apprise": f"json://127.0.0.1:{chat.port}/chat", "events": ["failed"]},
+        # Nobody listens here: its failures are logged, its password never.
+        {"apprise": f"json://ingestd:{PASSWORD}@127.0.0.1:{_free_port()}/chat", "events": ["done"]},
     ])
     with Daemon(config, env={"AIOZ_STREAM_TOKEN": "daemon-only-token"}) as daemon:
         drop(tmp_path, "episode.wav")
@@ -159,6 +162,8 @@ def test_webhook_command_and_apprise_hear_of_done_and_failed_jobs(tmp_path, emul
         wait_for(lambda: len(jobs_in(tmp_path, q.DONE)) == 1 and len(jobs_in(tmp_path, q.FAILED)) == 1, what="both ended")
         wait_for(lambda: len(hook.bodies()) >= 3 and len(recorded(out)) == 2 and chat.requests, timeout=30,
                  what="every target notified (the webhook after one refusal)")
+        wait_for(lambda: "notification_failed" in daemon.log() and "apprise json://ingestd:" in daemon.log(),
+                 what="the unreachable chat's failure logged")
         code, status = cli("status", "--config", str(config))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             metrics = response.read().decode()
@@ -197,6 +202,7 @@ def test_webhook_command_and_apprise_hear_of_done_and_failed_jobs(tmp_path, emul
     assert "ingestd_notifications_pending{" in metrics
     assert "<h2>Notifications</h2>" in page and f"webhook http://127.0.0.1:{hook.port}/hooks/ingestd" in page
     assert SECRET not in daemon.log() and SECRET not in status
+    assert PASSWORD not in daemon.log() and PASSWORD not in status and PASSWORD not in metrics and PASSWORD not in page
 
 
 def test_a_hung_receiver_delays_only_its_own_notifications(tmp_path, emulator, receivers):
