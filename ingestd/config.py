@@ -332,6 +332,9 @@ class Config(_Model):
     api: ApiConfig
     state_dir: Path
     queue_url: str | None = None
+    # How long a claim outlives its last heartbeat (renewed every third of it): how soon a dead daemon's jobs are
+    # taken over by another.
+    queue_lease: Duration = Field(default=120.0, ge=3, le=3600)
     node_name: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
     upload: UploadConfig = Field(default_factory=UploadConfig)
     presets: dict[str, list[Quality]] = Field(default_factory=dict)

@@ -151,7 +151,8 @@ class Pipeline:
         }
         try:
             while job.state == q.RUNNING:
-                if job.id in self._lost:
+                # Before creating a media, make sure the job is still ours (filing checks for itself).
+                if job.id in self._lost or (job.stage == q.CREATE and not self.queue.renew(job.id, owner)):
                     # Another worker (maybe on another host) took the job after our lease ran out: it is theirs now.
                     bound.warning("lease_lost")
                     return
@@ -469,6 +470,7 @@ class Pipeline:
         if owner and not self.queue.renew(job.id, owner):
             # Only the lease holder moves a file: a worker that lost its lease leaves the file to the new holder.
             bound.warning("lease_lost_before_filing")
+            self._lost.add(job.id)
             return
         report = self._error_report(job) if failed else self._done_report(job)
         filing.file_away(source=source, sidecar=Path(job.sidecar) if job.sidecar else None, target=target,

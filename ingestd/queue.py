@@ -823,7 +823,7 @@ def queue_location(config: "Config") -> Path | str:
 
 
 def open_queue(config: "Config", **kwargs: Any) -> JobQueue:
-    return JobQueue(queue_location(config), **kwargs)
+    return JobQueue(queue_location(config), lease_seconds=config.queue_lease, **kwargs)
 
 
 def worker_id(name: str, node: str | None = None) -> str:

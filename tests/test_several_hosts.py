@@ -1,0 +1,137 @@
+"""Several daemons on one PostgreSQL queue, watching one shared folder: each file becomes one job and one media,
+and the upload of a daemon killed mid-way is taken over by another and resumed from its acknowledged parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import psycopg
+import pytest
+
+from ingestd import queue as q
+from ingestd.cli import main
+from ingestd.client import StreamClient
+from ingestd.config import load_config
+from ingestd.emulator import Faults
+from ingestd.pipeline import Pipeline
+
+from .daemon import Daemon, drop, make_config, wait_for
+
+MIB = 1024 * 1024
+LEASE = 4.0  # seconds: a dead daemon's job is taken over this long after its last heartbeat
+
+
+def _daemons(tmp_path, emulator, url, count):
+    """``count`` daemons, each with its own state folder and node name, all on the folder ``tmp_path/share``."""
+    share = tmp_path / "share"
+    folder = {"path": str(share / "inbox"), "done_dir": str(share / "done"), "failed_dir": str(share / "failed")}
+    for name in ("inbox", "done", "failed"):
+        (share / name).mkdir(parents=True, exist_ok=True)
+    return share, [Daemon(make_config(tmp_path / f"host{n}", emulator.base_url, upload={"workers": 1}, folder=folder,
+                                      queue_url=url, node_name=f"host{n}", queue_lease=LEASE))
+                   for n in range(count)]
+
+
+def _acked_at(url, job_id):
+    """When each part of a job was acknowledged: a part sent again would be acknowledged anew."""
+    with psycopg.connect(url) as db:
+        return dict(db.execute("SELECT idx, acked_at FROM parts WHERE job_id = %s", (job_id,)).fetchall())
+
+
+def test_three_daemons_share_a_folder_and_a_killed_ones_upload_resumes_elsewhere(tmp_path, emulator_factory,
+                                                                                 postgres_url, capsys):
+    # Each part takes 0.3 s at the emulator: a 12 MiB file (three 5 MiB parts) is mid-upload long enough to kill.
+    emulator = emulator_factory(faults=Faults(slow=1.0, slow_seconds=0.3, endpoints=frozenset({"part"})))
+    share, daemons = _daemons(tmp_path, emulator, postgres_url, 3)
+    queue = q.JobQueue(postgres_url)
+    try:
+        for daemon in daemons:
+            daemon.start()
+        for daemon in daemons:
+            wait_for(lambda: '"event": "ready"' in daemon.log(), timeout=30, what="every daemon ready")
+        names = [f"take{n}.wav" for n in range(5)]
+        sources = {name: drop(share, name, size=12 * MIB, freq=200 + 50 * n).read_bytes()
+                   for n, name in enumerate(names)}
+        # A copy of one file under another name: under duplicates: skip only one of the two becomes a media.
+        shutil.copy(share / "inbox" / names[0], share / "staging" / "copy.wav")
+        os.replace(share / "staging" / "copy.wav", share / "inbox" / "copy.wav")
+
+        def mid_upload():
+            return next((j for j in queue.list(states=(q.RUNNING,)) if j.stage == q.UPLOAD and j.acked_parts), None)
+
+        victim_job = wait_for(mid_upload, timeout=30, what="a job with an acknowledged part, still uploading")
+        victim = daemons[int(victim_job.node.removeprefix("host"))]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.wait_exit(10)
+        acked_before = _acked_at(postgres_url, victim_job.id)
+        assert acked_before
+
+        wait_for(lambda: queue.counts()[q.DONE] + queue.counts()[q.SKIPPED] == 6, timeout=90,
+                 what="every file done or skipped as a duplicate")
+        survivors = [d for d in daemons if d is not victim]
+        for daemon in survivors:
+            assert daemon.stop() == 0
+
+        # The dead daemon's job was finished by another one, without sending its acknowledged parts again.
+        taken = queue.get(victim_job.id)
+        assert taken.state == q.DONE and taken.node != victim_job.node
+        acked_after = _acked_at(postgres_url, victim_job.id)
+        assert {i: acked_after[i] for i in acked_before} == acked_before
+        claims = [e["detail"]["owner"] for e in queue.events(victim_job.id) if e["event"] == "claimed"]
+        assert q.node_of(claims[-1]) != victim_job.node
+
+        # Exactly one job per file, one media per content, every file filed once, nothing left behind.
+        jobs = queue.list(limit=100)
+        assert sorted(j.relpath for j in jobs) == sorted([*names, "copy.wav"])
+        media = emulator.all_media()
+        assert len(media) == 5
+        assert sorted(emulator.media_file(m["id"]).read_bytes() for m in media) == sorted(sources.values())
+        assert sorted(j.outcome for j in jobs) == ["done"] * 5 + ["duplicate"]
+        filed = sorted(p.name for p in (share / "done").iterdir() if not p.name.endswith(".json"))
+        assert filed == sorted([*names, "copy.wav"])
+        assert not list((share / "inbox").iterdir())
+        for name in names:
+            assert json.loads((share / "done" / f"{name}.ingestd.json").read_text())["status"] == "done"
+
+        # Which host did what is on show.
+        assert main(["jobs", "list", "--config", str(survivors[0].config)]) == 0
+        listing = capsys.readouterr().out
+        assert "node" in listing and {j.node for j in jobs} <= {f"host{n}" for n in range(3)}
+        assert all(j.node in listing for j in jobs)
+        assert main(["status", "--config", str(survivors[0].config)]) == 0
+        assert f"node {survivors[0].config.parent.name}" in capsys.readouterr().out
+    finally:
+        for daemon in daemons:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.kill()
+        queue.close()
+
+
+@pytest.mark.parametrize("stage", [q.CREATE, q.FILE])
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_worker_that_lost_its_lease_creates_and_moves_nothing(tmp_path, emulator, request, store, stage):
+    """A worker that stalled past its lease (a long pause, a network cut) leaves the job to its new holder."""
+    top = {"queue_url": request.getfixturevalue("postgres_url")} if store == "postgresql" else {}
+    config = load_config(make_config(tmp_path, emulator.base_url, queue_lease=3, **top))
+    path = drop(tmp_path, "late.wav")
+    st = path.stat()
+    queue = q.open_queue(config)
+    job = queue.enqueue(path=str(path), root=str(tmp_path / "inbox"), relpath="late.wav", size=st.st_size,
+                        mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+    queue.claim_job(job.id, "host-a:1:worker-0")
+    queue.update(job.id, stage=stage, outcome=q.DONE if stage == q.FILE else None)
+    stalled = queue.get(job.id)
+    assert queue.claim("host-b:1:worker-0", now=time.time() + 4).id == job.id  # host-a's lease ran out meanwhile
+
+    with StreamClient.from_config(config.api) as client:
+        Pipeline(config, queue, client).run(stalled, "host-a:1:worker-0")
+
+    assert path.exists() and not (tmp_path / "done" / "late.wav").exists()
+    assert emulator.all_media() == []
+    after = queue.get(job.id)
+    assert (after.state, after.lease_owner) == (q.RUNNING, "host-b:1:worker-0")
+    queue.close()
