@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -155,6 +156,16 @@ class _DeadlineBackend(httpcore.SyncBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Any = None) -> httpcore.NetworkStream:
         return _DeadlineStream(super().connect_tcp(host, port, _DeadlineStream._wait(timeout), local_address, socket_options))
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Requests this thread sends within the block, on a ``with_deadlines`` transport, are over ``seconds`` from now."""
+    _deadline.value = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _deadline.value = None
 
 
 def with_deadlines(transport: httpx.BaseTransport) -> httpx.BaseTransport:

@@ -36,6 +36,7 @@ import structlog
 
 from . import __version__
 from . import crashpoints
+from .client import deadline, with_deadlines
 from . import queue as q
 from .config import AppriseNotify, CommandNotify, Config, WebhookNotify
 from .templates import as_text, render_template
@@ -80,7 +81,7 @@ class Target(ABC):
     @property
     def lease(self) -> float:
         """How long one try may take at most, so no other sender picks the same notification meanwhile."""
-        return WEBHOOK_TIMEOUT * (MAX_REDIRECTS + 1) + 60.0
+        return WEBHOOK_TIMEOUT + 60.0
 
     @abstractmethod
     def send(self, payload: str, event_id: str) -> Outcome:
@@ -102,9 +103,11 @@ class WebhookTarget(Target):
                          f"{':' + str(parts.port) if parts.port else ''}{parts.path}")
         self.url = spec.webhook
         self.secret = spec.secret.get_secret_value().encode() if spec.secret else None
-        # Redirects are followed by hand, to the same host only; TLS is always verified.
+        # Redirects are followed by hand, to the same host only; TLS is always verified. The timeout bounds each
+        # read and, through the deadline transport, the whole exchange: a receiver trickling bytes cannot hold on.
         self.timeout = timeout
-        self.http = httpx.Client(timeout=timeout, follow_redirects=False, verify=True)
+        self.http = httpx.Client(transport=with_deadlines(httpx.HTTPTransport(verify=True)), timeout=timeout,
+                                 follow_redirects=False)
 
     def headers(self, body: bytes, event: str, event_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": f"ingestd/{__version__}",
@@ -118,16 +121,18 @@ class WebhookTarget(Target):
         headers = self.headers(body, event_id.rpartition(":")[2], event_id)
         url = self.url
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                response = self.http.post(url, content=body, headers=headers)
-                if not response.is_redirect:
-                    break
-                location = urljoin(url, response.headers["Location"])
-                if not _same_host(url, location):
-                    return Outcome(False, f"HTTP {response.status_code} redirect to another host refused: {_origin(location)}")
-                url = location
-            else:
-                return Outcome(False, f"more than {MAX_REDIRECTS} redirects")
+            with deadline(self.timeout):
+                for _ in range(MAX_REDIRECTS + 1):
+                    response = self.http.post(url, content=body, headers=headers)
+                    if not response.is_redirect:
+                        break
+                    location = urljoin(url, response.headers["Location"])
+                    if not _same_host(url, location):
+                        return Outcome(False, f"HTTP {response.status_code} redirect to another host refused: "
+                                              f"{_origin(location)}")
+                    url = location
+                else:
+                    return Outcome(False, f"more than {MAX_REDIRECTS} redirects")
         except httpx.TimeoutException:
             return Outcome(False, f"no answer within {self.timeout:g}s")
         except httpx.HTTPError as exc:
