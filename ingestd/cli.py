@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("run", cmd_run, "run the daemon in the foreground (SIGTERM/SIGINT stop it, SIGHUP reloads the config)")
     add("check-config", cmd_check_config, "validate the config file; exit 78 with FILE:LINE: key: message per problem")
-    add("status", cmd_status, "counts of jobs per state, held jobs and why", json_flag=True)
+    add("status", cmd_status, "counts of jobs per state, held jobs and why, notifications pending or undeliverable", json_flag=True)
 
     jobs = commands.add_parser("jobs", help="list, inspect, retry or cancel jobs").add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
     sub = add("list", cmd_jobs_list, "recent jobs, newest first", json_flag=True, parent=jobs)

@@ -8,6 +8,7 @@ import hmac
 import io
 import json
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -396,3 +397,23 @@ def test_the_example_configs_notify_block_is_valid_once_uncommented(tmp_path):
                                           "INGESTD_CHAT_URL": "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"})
     assert [t.label for t in targets_of(loaded)] == [
         "webhook https://cms.example/hooks/ingestd", "command /usr/local/bin/on-published", "apprise slack://T...2/A...D/T...Q"]
+
+
+def test_the_signature_checks_in_the_docs_accept_a_real_delivery_and_refuse_a_forged_one(tmp_path, receivers):
+    doc = (Path(__file__).parent.parent / "docs" / "notifications.md").read_text()
+    blocks = re.findall(r"```(\w+)\n(.*?)```", doc, flags=re.S)
+    python = next(code for lang, code in blocks if lang == "python" and "def is_from_ingestd" in code)
+    shell = next(code for lang, code in blocks if lang == "sh" and "openssl dgst" in code)
+    hook = receivers()
+    assert _webhook(hook.url + "/hook").send(json.dumps({"event": "done", "job_id": "j1", "title": "Ep — 1"}), "j1:done").accepted
+    [request] = hook.requests
+    namespace: dict = {}
+    exec(python, namespace)
+    body = tmp_path / "body.json"
+    for payload, expect in ((request["body"], True), (request["body"].replace(b"Ep", b"EP"), False)):
+        assert namespace["is_from_ingestd"](payload, request["headers"]["X-Ingestd-Signature"], SECRET) is expect
+        body.write_bytes(payload)
+        said = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True, env={
+            "PATH": "/usr/bin:/bin", "INGESTD_HOOK_SECRET": SECRET, "body": str(body),
+            "signature": request["headers"]["X-Ingestd-Signature"]}).stdout
+        assert said.strip() == ("from ingestd" if expect else "NOT from ingestd")
