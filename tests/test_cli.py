@@ -172,10 +172,11 @@ def test_media_get_cost_update_delete(tmp_path, emulator, seeded, capsys):
     assert code == 0 and cost["price"] > 0 and cost["is_enough"] is True
 
     code, out, _ = run(capsys, "media", "update", media_id, "--title", "Renamed", "--tag", "a", "--tag", "b",
-                       "--meta", "k=v", "--private", "--config", config)
+                       "--meta", "k=v", "--private", "--player-theme-id", "theme-1", "--config", config)
     assert code == 0
     [media] = [m for m in emulator.all_media() if m["id"] == media_id]
     assert (media["title"], media["tags"], media["is_public"]) == ("Renamed", ["a", "b"], False)
+    assert media["player_theme_id"] == "theme-1"  # sent as player_id: the strict emulator refuses player_theme_id
     assert media["metadata"] == [{"key": "k", "value": "v"}]
     code, _, err = run(capsys, "media", "update", media_id, "--config", config)
     assert code == 1 and "nothing to update" in err

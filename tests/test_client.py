@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -110,10 +111,55 @@ def test_create_then_get_returns_the_new_media(client: StreamClient):
     assert client.rate_limit.limit is not None and client.rate_limit.remaining is not None
 
 
+class _Recorder(httpx.BaseTransport):
+    """A real transport that keeps each request's headers and (JSON) body."""
+
+    def __init__(self):
+        self.inner = httpx.HTTPTransport()
+        self.sent: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/part"):
+            request.read()
+        self.sent.append(request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def test_the_stream_key_pair_authenticates(emulator: Emulator):
     with StreamClient(emulator.base_url, public_key="test-public", secret_key="test-secret") as client:
         media = client.create_media(_request())
         assert client.get_media(media.id).id == media.id
+
+
+def test_a_key_pair_goes_out_as_basic_together_with_the_stream_key_headers(emulator: Emulator):
+    # The strict emulator refuses the pair alone, which no official client sends.
+    recorder = _Recorder()
+    with StreamClient(emulator.base_url, public_key="test-public", secret_key="test-secret", transport=recorder) as client:
+        client.list_media(limit=1)
+    [request] = recorder.sent
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(b"test-public:test-secret").decode()
+    assert (request.headers["stream-public-key"], request.headers["stream-secret-key"]) == ("test-public", "test-secret")
+
+
+def test_list_filters_go_out_in_the_spec_shapes(emulator: Emulator):
+    recorder = _Recorder()
+    with StreamClient(emulator.base_url, token=TOKEN, transport=recorder) as client:
+        client.list_media(metadata={"show": "am"}, tags=["news"], status="done")
+    body = json.loads(recorder.sent[0].content)
+    assert body["metadata"] == [{"key": "show", "value": "am"}]
+    assert (body["tags"], body["status"]) == (["news"], ["done"])
+
+
+def test_the_update_names_the_player_player_id(emulator: Emulator):
+    recorder = _Recorder()
+    with StreamClient(emulator.base_url, token=TOKEN, transport=recorder) as client:
+        media = client.create_media(_request())
+        client.update_media(media.id, UpdateRequest(player_id="theme-7"))
+        assert client.get_media(media.id).player_theme_id == "theme-7"
+    assert json.loads(recorder.sent[-2].content) == {"player_id": "theme-7"}
 
 
 def test_from_config_uses_the_configured_credentials(emulator: Emulator):
@@ -360,6 +406,40 @@ def test_iter_media_pages_through_everything(client: StreamClient, emulator: Emu
 
     assert seen == created
     assert len([r for r in emulator.requests[before:] if r.path == "/api/media"]) == 3
+
+
+def test_find_by_metadata_checks_every_candidate_itself_on_every_page(emulator_factory):
+    emulator = emulator_factory(faults=Faults(ignored_list_filters=frozenset({"metadata"})))
+    with StreamClient(emulator.base_url, token=TOKEN) as client:
+        for n in range(120):
+            client.create_media(_request(f"Other {n}", metadata=_metadata(ingestd_job=f"job-{n}")))
+        mine = client.create_media(_request("Mine", metadata=_metadata(ingestd_job="job-x")))
+        found = client.find_by_metadata("ingestd_job", "job-x")
+    assert [m.id for m in found] == [mine.id]
+    assert len([r for r in emulator.requests if r.path == "/api/media"]) == 2  # pages of 100
+
+
+def test_find_by_metadata_falls_back_to_a_title_search_when_the_filter_is_refused(emulator_factory):
+    emulator = emulator_factory(faults=Faults(refused_list_filters=frozenset({"metadata"})))
+    with StreamClient(emulator.base_url, token=TOKEN) as client:
+        mine = client.create_media(_request("Morning show", metadata=_metadata(ingestd_job="job-x")))
+        client.create_media(_request("Morning show", metadata=_metadata(ingestd_job="job-y")))
+        with pytest.raises(RejectedError):
+            client.find_by_metadata("ingestd_job", "job-x")
+        found = client.find_by_metadata("ingestd_job", "job-x", title="Morning show")
+    assert [m.id for m in found] == [mine.id]
+
+
+def test_credentials_work_tells_a_forbidden_action_from_bad_credentials(emulator_factory):
+    emulator = emulator_factory(faults=Faults(forbidden=frozenset({"delete"})), bad_credentials_status=403)
+    with StreamClient(emulator.base_url, token=TOKEN) as client:
+        media = client.create_media(_request())
+        with pytest.raises(AuthError) as caught:
+            client.delete_media(media.id)
+        assert caught.value.status_code == 403
+        assert client.credentials_work()
+    with StreamClient(emulator.base_url, token="wrong-token") as client:
+        assert not client.credentials_work()
 
 
 def test_find_by_metadata_skips_deleted_media_and_other_values(client: StreamClient):

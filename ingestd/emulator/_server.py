@@ -415,7 +415,9 @@ class Emulator:
             return _Answer(429, {"status": "error", "message": "rate limit exceeded"}, retry_after=1), False
         account = self._authenticate(handler.headers)
         if account is None:
-            answer = _error(401, "missing or invalid credentials")
+            answer = _error(self.settings.bad_credentials_status, "missing or invalid credentials")
+        elif _endpoint(handler.command, urlsplit(handler.path).path) in self.settings.faults.forbidden:
+            answer = _error(403, "forbidden: this action is not allowed for this account")
         elif faults["bad_hash"] and _endpoint(handler.command, urlsplit(handler.path).path) == "part":
             answer = _error(400, "hash mismatch")
         else:
@@ -498,7 +500,14 @@ class Emulator:
         return _Answer(200, {"status": "success", "message": "Audio deleted successfully."}, media_id)
 
     def _list(self, body: Body, account: Account) -> _Answer:
-        query = ListQuery(_json_body(body), strict=self.settings.strict_official)
+        data = _json_body(body)
+        faults = self.settings.faults
+        if isinstance(data, dict):
+            refused = sorted(faults.refused_list_filters & set(data))
+            if refused:
+                raise Problem(400, f"{refused[0]}: unsupported filter")
+            data = {key: value for key, value in data.items() if key not in faults.ignored_list_filters}
+        query = ListQuery(data, strict=self.settings.strict_official)
         page, total = query.apply(self._store.all(account.user_id))
         items = [self._view(m) for m in page]
         return _Answer(200, {"status": "success", "data": {"videos": items, "media": items, "total": total}})

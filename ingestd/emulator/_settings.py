@@ -30,6 +30,10 @@ class Faults:
     is the share of parts refused with ``400 hash mismatch`` as if damaged on the way.
     ``endpoints``, when set, limits the request faults to those endpoints:
     ``list``, ``create``, ``cost``, ``get``, ``update``, ``delete``, ``part``, ``complete``.
+
+    Behaviours the live service might show, switched on whole: ``refused_list_filters`` are list
+    filters answered with 400 (a service that does not know them), ``ignored_list_filters`` are
+    silently not applied, and ``forbidden`` endpoints answer 403 although the credentials are good.
     """
 
     seed: int = 0
@@ -41,6 +45,9 @@ class Faults:
     transcode_fail: float = 0.0
     part_hash_mismatch: float = 0.0
     endpoints: frozenset[str] | None = None
+    refused_list_filters: frozenset[str] = frozenset()
+    ignored_list_filters: frozenset[str] = frozenset()
+    forbidden: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -56,3 +63,5 @@ class EmulatorSettings:
     # Refuse every form no official AIOZ client sends (the key pair without Basic, list filters as maps
     # or bare strings, part index 0, player_theme_id), so tests prove ingestd speaks only the proven forms.
     strict_official: bool = False
+    # What missing or wrong credentials get: 401, or 403 as some gateways answer.
+    bad_credentials_status: int = 401
