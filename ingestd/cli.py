@@ -109,6 +109,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
     for warning in config.warnings():
         print(visible(str(warning)), file=sys.stderr)
+    missing = config.missing_folders()
+    if missing:
+        for problem in missing:
+            print(visible(str(problem)), file=sys.stderr)
+        return EX_CONFIG
     print(f"{_config_path(args)}: OK ({len(config.folders)} folder(s), {len(config.rules)} rule(s), {len(config.presets)} preset(s))")
     return EX_OK
 

@@ -173,6 +173,8 @@ class FolderConfig(_Model):
     ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
     done_dir: Path
     failed_dir: Path
+    # A share mounted after ingestd starts: missing is a warning, not a config problem, and the folder waits.
+    optional: bool = False
 
 
 class StatusConfig(_Model):
@@ -382,7 +384,20 @@ class Config(_Model):
                                        f"warning: {listen} can be reached from other hosts and status.token is not set, "
                                        "so anyone there reads file names, titles and errors; set status.token or "
                                        "listen on 127.0.0.1"))
+        for i, folder in enumerate(self.folders):
+            if folder.optional and not folder.path.is_dir():
+                found.append(ConfigProblem(str(self._source or "config"), self._lines.get(f"folders[{i}].path"),
+                                           f"folders[{i}].path",
+                                           f"warning: {folder.path} does not exist (yet); it is optional, so ingestd "
+                                           "waits for it and the status page shows it missing"))
         return found
+
+    def missing_folders(self) -> list[ConfigProblem]:
+        """Watched folders that are not there now and not marked ``optional``: nothing would be watched there."""
+        return [ConfigProblem(str(self._source or "config"), self._lines.get(f"folders[{i}].path"), f"folders[{i}].path",
+                              f"{folder.path} does not exist, so nothing would be watched there; create it, fix the "
+                              "path, or set optional: true on a share that is mounted later")
+                for i, folder in enumerate(self.folders) if not folder.optional and not folder.path.is_dir()]
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

@@ -472,6 +472,9 @@ def run(config_path: Path) -> int:
     logsetup.redactor.set("notify", notify_secrets(config))
     for warning in config.warnings():
         log.warning("config_warning", key=warning.key, message=warning.message)
+    for problem in config.missing_folders():
+        # Not fatal: the folder is watched as soon as it appears; but it is an error until then.
+        log.error("folder_missing", key=problem.key, message=problem.message)
     lock = StateLock(Path(config.state_dir))
     try:
         lock.acquire()

@@ -58,6 +58,24 @@ def test_check_config_ok_and_78_with_locations(tmp_path, emulator, capsys):
     assert re.search(rf"^{re.escape(str(config))}:\d+: upload\.workers: ", err, re.M), err
 
 
+def test_check_config_passed_a_watched_folder_that_does_not_exist(tmp_path, emulator, capsys):
+    config = make_config(tmp_path, emulator.base_url)
+    (tmp_path / "inbox").rmdir()
+    code, out, err = run(capsys, "check-config", "--config", str(config))
+    assert code == 78 and out == ""
+    line = next(n for n, text in enumerate(config.read_text().splitlines(), 1) if "inbox" in text)
+    assert f"{config}:{line}: folders[0].path: {tmp_path / 'inbox'} does not exist, so nothing would be watched" in err
+    assert "set optional: true on a share that is mounted later" in err
+
+
+def test_an_optional_folder_that_is_missing_is_a_warning(tmp_path, emulator, capsys):
+    config = make_config(tmp_path, emulator.base_url, folder={"optional": True})
+    (tmp_path / "inbox").rmdir()
+    code, out, err = run(capsys, "check-config", "--config", str(config))
+    assert code == 0 and "OK" in out
+    assert f"folders[0].path: warning: {tmp_path / 'inbox'} does not exist (yet); it is optional" in err
+
+
 def test_explain_names_the_rule_and_fails_when_none_matches(tmp_path, emulator, capsys):
     rules = [{"name": "episodes", "match": {"regex": r"^(?P<show>.+)_ep(?P<ep>\d+)\.wav$"}, "title": "{show} #{ep}"}]
     config = make_config(tmp_path, emulator.base_url, rules=rules)
