@@ -148,12 +148,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _notification_counts(config: Config, queue: q.JobQueue) -> dict[str, dict[str, int]]:
     """Pending and undeliverable notifications per target, configured targets included at zero."""
-    from .notify import targets_of
+    from .notify import outbox_targets
 
-    targets = targets_of(config)
-    for target in targets:
-        target.close()
-    queue.outbox_targets = tuple(t.outbox for t in targets)
+    queue.outbox_targets = outbox_targets(config)
     return queue.notification_counts()
 
 

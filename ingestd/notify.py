@@ -241,6 +241,14 @@ def targets_of(config: Config) -> list[Target]:
     return [kinds[type(spec)](spec) for spec in config.notify]
 
 
+def outbox_targets(config: Config) -> tuple[q.OutboxTarget, ...]:
+    """The config's targets as the queue knows them (for a process that records notifications, not sends them)."""
+    targets = targets_of(config)
+    for target in targets:
+        target.close()
+    return tuple(target.outbox for target in targets)
+
+
 def secrets_of(config: Config) -> list[str]:
     """What the log redactor must hide: webhook secrets, and the tokens and passwords inside Apprise URLs."""
     found = [spec.secret.get_secret_value() for spec in config.notify if isinstance(spec, WebhookNotify) and spec.secret]
@@ -386,6 +394,18 @@ class Notifier:
         deadline = time.monotonic() + timeout
         for sender in self.senders:
             sender.thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def deliver_now(queue: q.JobQueue, config: Config, job_id: str) -> None:
+    """One try for each of a job's pending notifications (``ingestd upload``); what fails waits for the daemon."""
+    for target in targets_of(config):
+        sender = Sender(queue, target)
+        for n in queue.notifications(states=(q.PENDING,), job_id=job_id):
+            if n.target != target.key or not queue.claim_notification(n, lease=target.lease):
+                continue
+            if not sender.deliver(n).accepted:
+                break  # the job's later events wait behind this one
+        target.close()
 
 
 def test_targets(config: Config) -> Iterator[tuple[Target, Outcome]]:

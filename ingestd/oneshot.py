@@ -13,6 +13,8 @@ from .client import StreamClient
 from .config import Config, RuleMatch, format_size
 from .errors import IngestdError
 from .pipeline import Pipeline
+from .notify import deliver_now, outbox_targets
+from .notify import secrets_of as notify_secrets
 from .service import secrets_of
 
 
@@ -63,9 +65,11 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
     # The progress bar is the report; log lines on stderr only when something goes wrong.
     logsetup.configure(format=config.log.format, level="warning")
     logsetup.redactor.update(secrets_of(config))
+    logsetup.redactor.set("notify", notify_secrets(config))
     folder = config.folder_for(path)
     root = folder.path if folder else path.parent
     queue = q.open_queue(config)
+    queue.outbox_targets = outbox_targets(config)
     owner = q.worker_id("upload", config.node_name)
     job = queue.live_job_for(str(path)) or queue.enqueue(
         path=str(path), root=str(root), relpath=str(path.relative_to(root)), size=st.st_size,
@@ -91,6 +95,7 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
                 last_status = job.media_status
                 bar.state(f"media {job.media_id}: {job.media_status}")
             time.sleep(max(0.0, min(job.next_attempt_at - time.time(), 5.0)))
+    deliver_now(queue, config, job.id)
     if job.state == q.DONE:
         media = job.media_body or {}
         bar.state(f"done: media {job.media_id} ({media.get('title', '')})")

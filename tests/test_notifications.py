@@ -8,6 +8,7 @@ import hmac
 import io
 import json
 import random
+import signal
 import re
 import socket
 import subprocess
@@ -231,6 +232,41 @@ def test_a_hung_receiver_delays_only_its_own_notifications(tmp_path, emulator, r
         code, status = cli("status", "--config", str(config))
         assert f"webhook http://127.0.0.1:{hung.port}/hook: 2 pending" in status
         assert daemon.stop() == 0
+
+
+def test_held_then_done_then_duplicate_reach_a_command_in_order_and_a_reload_brings_new_targets(tmp_path, emulator,
+                                                                                               receivers):
+    script, out = recorder(tmp_path)
+    hook = receivers()
+    command = {"command": [sys.executable, str(script), str(out), "{event}"], "events": ["held", "done", "duplicate"]}
+    config = make_config(tmp_path, emulator.base_url, upload={"max_cost_usd": 0}, notify=[command])
+    with Daemon(config) as daemon:
+        drop(tmp_path, "episode.wav")
+        wait_for(lambda: recorded(out), what="the held event")
+        # A budget that covers it, and a webhook as well: the job goes on, and the new target hears of it.
+        make_config(tmp_path, emulator.base_url, notify=[command, {"webhook": hook.url + "/hook", "events": ["done"]}])
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(recorded(out)) == 2 and hook.requests, what="done told to both targets")
+        drop(tmp_path, "copy.wav")
+        wait_for(lambda: len(recorded(out)) == 3, what="the duplicate told")
+        assert daemon.stop() == 0
+    held, done, duplicate = (json.loads(r["stdin"]) for r in recorded(out))
+    assert [held["event"], done["event"], duplicate["event"]] == ["held", "done", "duplicate"]
+    assert held["job_id"] == done["job_id"] and held["reason"].startswith("budget: ") and held["status"] == "held"
+    assert duplicate["status"] == "duplicate" and done["job_id"] in duplicate["reason"]
+    assert [b["event"] for b in hook.bodies()] == ["done"]
+
+
+def test_a_one_shot_upload_notifies_too(tmp_path, emulator, receivers):
+    hook = receivers()
+    config = make_config(tmp_path, emulator.base_url, notify=[{"webhook": hook.url + "/hook", "secret": SECRET}])
+    source = drop(tmp_path, "episode.wav")
+    result = subprocess.run([sys.executable, "-m", "ingestd", "upload", str(source), "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    [done] = jobs_in(tmp_path, q.DONE)
+    assert [r["headers"]["Idempotency-Key"] for r in hook.requests] == [f"{done.id}:done"]
+    assert queue_of(tmp_path).notifications(states=(q.PENDING, q.UNDELIVERABLE)) == []
 
 
 @pytest.mark.parametrize("crash_at", ["after_move", "after_notification_accepted"])
