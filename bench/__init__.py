@@ -158,6 +158,7 @@ class Measured:
     seconds: float
     peak_rss: int  # bytes, from the kernel's accounting for this one child
     returncode: int
+    cpu: float  # user plus system seconds of this one child
 
 
 def run_measured(command: Sequence[str], *, log_path: Path | None = None, env: dict[str, str] | None = None) -> Measured:
@@ -172,7 +173,7 @@ def run_measured(command: Sequence[str], *, log_path: Path | None = None, env: d
     finally:
         if log_path:
             out.close()  # type: ignore[union-attr]
-    return Measured(seconds, usage.ru_maxrss * 1024, proc.returncode)
+    return Measured(seconds, usage.ru_maxrss * 1024, proc.returncode, usage.ru_utime + usage.ru_stime)
 
 
 def vm_hwm(pid: int) -> int | None:

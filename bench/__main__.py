@@ -9,10 +9,11 @@ import sys
 import time
 
 from . import Row, Scale, log, markdown
-from . import backlog, emulator, latency, memory, overhead, throughput
+from . import backlog, daemon, emulator, latency, memory, overhead, throughput
 
 FIGURES = {
     "throughput": throughput.run,
+    "daemon": daemon.run,
     "memory": memory.run,
     "overhead": overhead.run,
     "backlog": backlog.run,
