@@ -97,6 +97,7 @@ def configure(*, format: str = "auto", level: str = "info", stream=None) -> None
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)
+    printer = structlog.PrintLogger(file=stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -106,6 +107,8 @@ def configure(*, format: str = "auto", level: str = "info", stream=None) -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # One printer for every logger: loggers are not cached (a reload changes the level), and a printer per
+        # call would cost a lock lookup on every log line.
+        logger_factory=lambda *_: printer,
         cache_logger_on_first_use=False,
     )

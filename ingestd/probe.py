@@ -153,14 +153,14 @@ _PLACEHOLDER_SIZES = (0, 0xFFFFFFFF)  # what streaming writers put in a length f
 _MAX_CHUNKS = 4096
 
 
-def is_complete(path: Path) -> bool | None:
+def is_complete(path: str | os.PathLike[str]) -> bool | None:
     """Whether the whole file is present, for formats that state their own length.
 
     ``True``: every byte the headers announce is there. ``False``: the file is shorter than
     it says, or its headers are not finished yet. ``None``: the format does not say (MP3,
     Ogg, unknown files, or a writer that left placeholder sizes), so only time can tell.
     """
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         head = fh.read(12)
         if len(head) < 12:

@@ -38,7 +38,8 @@ from .storage import redact
 from .watcher import ReadyFile, Watcher
 
 EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
-ENQUEUE_BATCH = 500
+ENQUEUE_BATCH = 1000
+LOG_EACH_UP_TO = 100
 # Below the unit's TimeoutStopSec=90, so a slow last part is not cut off by SIGKILL.
 STOP_TIMEOUT = 60.0
 PRUNE_INTERVAL = 3600.0
@@ -72,6 +73,12 @@ def secrets_of(config: Config) -> list[str]:
     secrets = [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
     password = urlsplit(config.queue_url).password if config.queue_url else None
     return secrets + ([unquote(password)] if password else [])
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder``, which holds it; by text, as a backlog has thousands of them."""
+    text, top = str(path), str(folder).rstrip(os.sep) + os.sep
+    return text[len(top):] if text.startswith(top) else str(path.relative_to(folder))
 
 
 class AlreadyRunning(IngestdError):
@@ -112,7 +119,8 @@ class Service:
         self.stopping = threading.Event()
         self.work_available = threading.Event()
         self.progress = LiveProgress()
-        self._arrivals: stdqueue.SimpleQueue[ReadyFile] = stdqueue.SimpleQueue()
+        # Bounded: a start-up backlog is handed on no faster than it is written, never all in memory at once.
+        self._arrivals: stdqueue.Queue[ReadyFile] = stdqueue.Queue(maxsize=2 * ENQUEUE_BATCH)
         self._arrivals_lock = threading.Lock()
         self._arrivals_pending = 0
         self._enqueuer: threading.Thread | None = None
@@ -148,17 +156,21 @@ class Service:
         return Pipeline(config, self.queue, client, breaker=self.breaker, on_progress=self.progress.update, stopping=self.stopping)
 
     def _watcher(self, config: Config) -> Watcher:
-        return Watcher(config.folders, on_ready=self._on_ready, on_stalled=self._on_stalled, is_complete=is_complete,
-                       is_known=self._is_known)
-
-    def _is_known(self, path: Path) -> bool:
-        return self.queue.live_job_for(str(path)) is not None
+        return Watcher(config.folders, on_ready=self._on_ready, on_stalled=self._on_stalled, is_complete=is_complete)
 
     def _on_ready(self, ready: ReadyFile) -> None:
         # Called from the watcher's thread: hand over and return, the enqueuer writes in batches.
         with self._arrivals_lock:
             self._arrivals_pending += 1
-        self._arrivals.put(ready)
+        while not self.stopping.is_set():
+            try:
+                self._arrivals.put(ready, timeout=0.5)
+                return
+            except stdqueue.Full:
+                continue
+        # Stopping: the file stays where it is, and the next start's scan finds it.
+        with self._arrivals_lock:
+            self._arrivals_pending -= 1
 
     def _enqueue_arrivals(self) -> None:
         """Write ready files to the queue, many per transaction, so a backlog of thousands is queued in seconds."""
@@ -172,7 +184,7 @@ class Service:
                     batch.append(self._arrivals.get_nowait())
                 except stdqueue.Empty:
                     break
-            files = [q.NewFile(str(r.path), str(r.folder.path), str(r.path.relative_to(r.folder.path)), r.size, r.mtime_ns,
+            files = [q.NewFile(str(r.path), str(r.folder.path), _relative(r.path, r.folder.path), r.size, r.mtime_ns,
                                r.inode, str(r.sidecar) if r.sidecar else None) for r in batch]
             try:
                 added = self.queue.enqueue_many(files)
@@ -183,8 +195,13 @@ class Service:
             finally:
                 with self._arrivals_lock:
                     self._arrivals_pending -= len(batch)
+            # A line per file, except for a backlog: one line per batch there, the files at debug level.
+            batch_log = log.bind()
+            each = batch_log.info if len(added) <= LOG_EACH_UP_TO else batch_log.debug
             for job_id, f in added:
-                log.info("file_queued", job_id=job_id, path=f.path, size=f.size)
+                each("file_queued", job_id=job_id, path=f.path, size=f.size, **({"sidecar": f.sidecar} if f.sidecar else {}))
+            if len(added) > LOG_EACH_UP_TO:
+                batch_log.info("files_queued", count=len(added), first=added[0][1].path, last=added[-1][1].path)
             if added:
                 self.work_available.set()
 
@@ -256,21 +273,8 @@ class Service:
     def _await_backlog(self, timeout: float = 5.0) -> None:
         """Let the watcher hand on the files the start-up scan found settled, so READY means they are in the queue."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (
-                self._arrivals_pending or any(self._about_to_arrive(p) for p in self.watcher.pending())):
+        while time.monotonic() < deadline and (self._arrivals_pending or self.watcher.has_listed_backlog()):
             time.sleep(0.05)
-
-    def _about_to_arrive(self, pending: dict) -> bool:
-        """Being handed on now, or settled on disk and only waiting for the watcher's next look."""
-        if pending["waiting_for"] == "handoff":
-            return True
-        folder = self.config.folder_for(Path(pending["path"]))
-        if folder is None or pending["waiting_for"] != "settle":
-            return False
-        try:
-            return time.time() - os.stat(pending["path"]).st_mtime >= folder.settle
-        except OSError:
-            return False
 
     def _work(self, owner: str) -> None:
         bound = log.bind(worker=owner)

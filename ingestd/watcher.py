@@ -12,6 +12,7 @@ folder never reads as "every file was deleted".
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import stat
@@ -19,12 +20,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from fnmatch import translate
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -41,6 +55,11 @@ NETWORK_FSTYPES = frozenset({
 })
 MOUNTINFO = Path("/proc/self/mountinfo")
 INOTIFY_MAX_USER_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+
+# Everything but opening and reading: each read of a file (the probe's, the upload's) would otherwise be two
+# events for the observer thread to decode and the tick to ignore.
+EVENTS_WATCHED = [FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, DirModifiedEvent, FileMovedEvent, DirMovedEvent,
+                  FileDeletedEvent, DirDeletedEvent, FileClosedEvent]
 
 ObserverKind = Literal["native", "polling"]
 StatKey = tuple[int, int, int]  # size, mtime_ns, inode
@@ -79,9 +98,9 @@ class _FolderWatch:
         return self.observer is not None and all(e.is_alive() for e in self.observer.emitters)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
-    path: Path
+    path: str  # text, not a Path: a start-up backlog holds a hundred thousand of these
     watch: _FolderWatch
     key: StatKey
     first_seen: float  # time.monotonic()
@@ -93,9 +112,14 @@ class _Candidate:
     sidecar: Path | None = None
     sidecar_key: StatKey | None = None
     sidecar_change: float = 0.0
+    # Stat'd by a directory listing that nothing has nudged since: the first judgement needs no stat of its own.
+    listed: bool = False
+    # The sidecar that listing showed beside it (a name, or None for none), good while no sidecar has been nudged.
+    listed_sidecar: str | None = None
+    listed_sidecar_generation: int = -1
 
 
-@dataclass
+@dataclass(slots=True)
 class _Reported:
     inode: int
     mtime_ns: int
@@ -118,8 +142,7 @@ class Watcher:
         *,
         on_ready: Callable[[ReadyFile], None],
         on_stalled: Callable[[Path, FolderConfig, str], None],
-        is_complete: Callable[[Path], bool | None] = lambda p: None,
-        is_known: Callable[[Path], bool] = lambda p: False,
+        is_complete: Callable[[str], bool | None] = lambda p: None,
         rescan_interval: float = 300.0,
         tick: float = 0.25,
     ):
@@ -127,17 +150,19 @@ class Watcher:
         self._on_ready = on_ready
         self._on_stalled = on_stalled
         self._is_complete = is_complete
-        self._is_known = is_known
         self._rescan_interval = rescan_interval
         self._tick_interval = tick
         self._excluded = tuple(
             os.path.abspath(d) for f in folders for d in (f.done_dir, f.failed_dir)
         )
         self._lock = threading.Lock()
-        self._candidates: dict[Path, _Candidate] = {}
-        self._reported: dict[Path, _Reported] = {}
+        self._candidates: dict[str, _Candidate] = {}
+        # Keyed by the path's text: kept for every file handed on, so it must stay small.
+        self._reported: dict[str, _Reported] = {}
         self._skipped: set[Path] = set()
         self._nudges = _Nudges()
+        # Counts sidecar events: a sidecar lookup served by a listing is good only while this is unchanged.
+        self._sidecar_generation = 0
         self._next_rescan = 0.0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -178,9 +203,14 @@ class Watcher:
         handoff, while ``on_ready`` is taking it) and ``since`` (epoch seconds)."""
         with self._lock:
             return [
-                {"path": str(c.path), "size": c.key[0], "waiting_for": c.waiting_for, "since": c.since}
+                {"path": c.path, "size": c.key[0], "waiting_for": c.waiting_for, "since": c.since}
                 for c in self._candidates.values()
             ]
+
+    def has_listed_backlog(self) -> bool:
+        """Whether a file a scan found already settled is still to be judged or handed on (a start-up backlog)."""
+        with self._lock:
+            return any(c.listed or c.waiting_for == "handoff" for c in self._candidates.values())
 
     def folder_states(self) -> dict[Path, str]:
         """``watching`` | ``polling`` | ``paused: <reason>`` for each folder."""
@@ -290,7 +320,7 @@ class Watcher:
         handler = _EventHandler(self, watch)
         try:
             observer = _make_observer(kind, folder)
-            observer.schedule(handler, str(folder.path), recursive=folder.recursive)
+            observer.schedule(handler, str(folder.path), recursive=folder.recursive, event_filter=EVENTS_WATCHED)
             observer.start()
         except OSError as exc:
             if kind != "native" or exc.errno not in (errno.ENOSPC, errno.EMFILE):
@@ -299,7 +329,7 @@ class Watcher:
                         error=str(exc), fix=self.check_inotify_limits())
             kind = "polling"
             observer = _make_observer(kind, folder)
-            observer.schedule(handler, str(folder.path), recursive=folder.recursive)
+            observer.schedule(handler, str(folder.path), recursive=folder.recursive, event_filter=EVENTS_WATCHED)
             observer.start()
         mount = _mount_for(os.path.realpath(folder.path))
         watch.observer = observer
@@ -332,6 +362,11 @@ class Watcher:
                 path = Path(os.fsdecode(raw))
                 if not event.is_directory:
                     self._nudges.files[path] = watch
+                    if path.name.endswith(SIDECAR_SUFFIXES):
+                        self._sidecar_generation += 1
+                    candidate = self._candidates.get(str(path))
+                    if candidate is not None:
+                        candidate.listed = False
                 elif event.event_type in ("created", "moved") and path != watch.folder.path:
                     self._nudges.dirs[path] = watch
 
@@ -359,15 +394,15 @@ class Watcher:
             # Gone. A file that reappears later (new inode or mtime) is a new file.
             if self._availability(watch)[0] is None:
                 with self._lock:
-                    self._reported.pop(path, None)
+                    self._reported.pop(str(path), None)
             return
         if stat.S_ISREG(st.st_mode):
-            self._add(path, watch, st, settled=False)
+            self._add(str(path), watch, st, settled=False)
         else:
             self._note_not_a_file(path, st.st_mode)
 
     def _scan_folder(self, watch: _FolderWatch) -> int:
-        seen: set[Path] = set()
+        seen: set[str] = set()
         began = time.monotonic()
         found, complete = self._walk(watch, str(watch.folder.path), seen)
         if complete:
@@ -379,7 +414,7 @@ class Watcher:
                     del self._reported[path]
         return found
 
-    def _walk(self, watch: _FolderWatch, top: str, seen: set[Path] | None = None) -> tuple[int, bool]:
+    def _walk(self, watch: _FolderWatch, top: str, seen: set[str] | None = None) -> tuple[int, bool]:
         """Scan ``top`` (recursively if the folder is): (new candidates, whether every directory was read)."""
         folder = watch.folder
         found, complete = 0, True
@@ -393,6 +428,10 @@ class Watcher:
                 log.warning("directory_unreadable", directory=directory, error=exc.strerror or str(exc))
                 complete = False
                 continue
+            # The listing answers "is there a sidecar beside it?" for every file in it, without a stat each.
+            sidecars = ({e.name for e in entries if e.name.endswith(SIDECAR_SUFFIXES)} if folder.sidecar != "off"
+                        else set())
+            generation = self._sidecar_generation
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=False):
@@ -406,18 +445,21 @@ class Watcher:
                     if not entry.is_file(follow_symlinks=False):
                         self._note_not_a_file(Path(entry.path), entry.stat(follow_symlinks=False).st_mode)
                         continue
-                    path = Path(entry.path)
                     if seen is not None:
-                        seen.add(path)
-                    first = entry.stat(follow_symlinks=False)
-                    second = os.lstat(path)
+                        seen.add(entry.path)
+                    st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # vanished mid-scan
-                if not stat.S_ISREG(second.st_mode):
+                if not stat.S_ISREG(st.st_mode):
                     continue
-                # Already old and not moving: no reason to make a backlog wait out settle again.
-                settled = _stat_key(first) == _stat_key(second) and _is_old(second, folder.settle)
-                found += self._add(path, watch, second, settled=settled)
+                # Not written to for settle seconds already: no reason to make a backlog wait out settle again.
+                if _is_old(st, folder.settle):
+                    stem = os.path.splitext(entry.name)[0]
+                    sidecar = next((stem + suffix for suffix in SIDECAR_SUFFIXES if stem + suffix in sidecars), None) \
+                        if sidecars else None
+                    found += self._add(entry.path, watch, st, settled=True, listing=(sidecar, generation))
+                else:
+                    found += self._add(entry.path, watch, st, settled=False)
         return found, complete
 
     def _note_not_a_file(self, path: Path, mode: int) -> None:
@@ -430,7 +472,9 @@ class Watcher:
                 else "fifo" if stat.S_ISFIFO(mode) else "special file")
         log.info("not_a_regular_file_skipped", path=str(path), kind=kind)
 
-    def _add(self, path: Path, watch: _FolderWatch, st: os.stat_result, *, settled: bool) -> bool:
+    def _add(self, path: str, watch: _FolderWatch, st: os.stat_result, *, settled: bool,
+             listing: tuple[str | None, int] | None = None) -> bool:
+        """A new candidate; ``listing`` (sidecar name or None, sidecar generation) when a directory listing found it settled."""
         now = time.monotonic()
         with self._lock:
             if path in self._candidates:
@@ -438,10 +482,14 @@ class Watcher:
             reported = self._reported.get(path)
             if reported is not None and (reported.inode, reported.mtime_ns) == (st.st_ino, st.st_mtime_ns):
                 return False
-            self._candidates[path] = _Candidate(
+            candidate = _Candidate(
                 path=path, watch=watch, key=_stat_key(st), first_seen=now,
                 last_change=now - watch.folder.settle if settled else now, since=time.time(),
             )
+            if listing is not None:
+                candidate.listed = True
+                candidate.listed_sidecar, candidate.listed_sidecar_generation = listing
+            self._candidates[path] = candidate
         return True
 
     def _eligible(self, path: Path, folder: FolderConfig) -> bool:
@@ -477,13 +525,17 @@ class Watcher:
         with self._lock:
             candidates = list(self._candidates.values())
         for candidate in candidates:
+            if self._stopping.is_set():
+                return  # a stop need not wait for the rest of a backlog to be judged
             try:
                 outcome = self._judge(candidate)
             except Exception:
-                log.exception("readiness_check_failed", path=str(candidate.path))
-                continue
+                log.exception("readiness_check_failed", path=candidate.path)
+                outcome = None
             if outcome is not None:
-                self._hand_on(candidate, outcome)
+                self._hand_on(candidate, outcome)  # still marked listed, if it was, until it is gone from pending
+            else:
+                candidate.listed = False  # judged once on the listing's stat: from now on it is stat'd anew
 
     def _judge(self, c: _Candidate) -> ReadyFile | str | None:
         """A ReadyFile, a stall reason, or None to keep waiting. Drops files that are gone."""
@@ -492,24 +544,29 @@ class Watcher:
             return None
         folder = c.watch.folder
         now = time.monotonic()
-        try:
-            st = os.lstat(c.path)
-        except OSError:
-            # Deleted, or its folder just vanished: only the former loses the candidate.
-            if self._availability(c.watch)[0] is None:
+        if c.listed:
+            # Just stat'd by the listing, and no event about it since: judged on that stat.
+            key = c.key
+        else:
+            try:
+                st = os.lstat(c.path)
+            except OSError:
+                # Deleted, or its folder just vanished: only the former loses the candidate.
+                if self._availability(c.watch)[0] is None:
+                    self._drop(c)
+                return None
+            if not stat.S_ISREG(st.st_mode):
                 self._drop(c)
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            self._drop(c)
-            return None
-        key = _stat_key(st)
-        if key != c.key:
-            c.key, c.last_change, c.ready_at = key, now, None
+                return None
+            key = _stat_key(st)
+            if key != c.key:
+                c.key, c.last_change, c.ready_at = key, now, None
+        size, mtime_ns, inode = key
 
         if now - c.last_change < folder.settle:
             c.waiting_for = "settle"
             if now - c.first_seen >= folder.max_wait:
-                return (f"still changing after {_human(folder.max_wait)}; it is {st.st_size} bytes and a writer "
+                return (f"still changing after {_human(folder.max_wait)}; it is {size} bytes and a writer "
                         f"is still appending or rewriting it (raise max_wait for slower transfers)")
             return None
 
@@ -532,17 +589,22 @@ class Watcher:
                 if now - c.ready_at < folder.sidecar_wait:
                     return None
                 if sidecar is None:
-                    return (f"sidecar {c.path.stem}.yaml/.json is required but did not appear "
+                    return (f"sidecar {Path(c.path).stem}.yaml/.json is required but did not appear "
                             f"within {_human(folder.sidecar_wait)}")
                 return f"sidecar {sidecar.name} was still changing after {_human(folder.sidecar_wait)}"
-        return ReadyFile(path=c.path, folder=folder, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                         inode=st.st_ino, sidecar=sidecar)
+        return ReadyFile(path=Path(c.path), folder=folder, size=size, mtime_ns=mtime_ns, inode=inode, sidecar=sidecar)
 
     def _sidecar_state(self, c: _Candidate, now: float) -> tuple[Path | None, bool]:
         """The sidecar beside the candidate, if any, and whether it has held still for settle."""
         found = None
-        for suffix in SIDECAR_SUFFIXES:
-            path = c.path.with_name(c.path.stem + suffix)
+        if c.listed_sidecar_generation == self._sidecar_generation:
+            # Once, straight after the listing: it names the only sidecar worth a stat (or none at all).
+            names = [c.listed_sidecar] if c.listed_sidecar else []
+            c.listed_sidecar_generation = -1
+        else:
+            names = [Path(c.path).stem + suffix for suffix in SIDECAR_SUFFIXES]
+        for name in names:
+            path = Path(c.path).with_name(name)
             try:
                 st = os.lstat(path)
             except OSError:
@@ -557,12 +619,13 @@ class Watcher:
         key = _stat_key(st)
         if path != c.sidecar:
             c.sidecar, c.sidecar_key = path, key
-            c.sidecar_change = now - c.watch.folder.settle if _is_old(st, c.watch.folder.settle) else now
+            # Already old: settled from the start (not "now - settle", which rounding can leave a hair short).
+            c.sidecar_change = -math.inf if _is_old(st, c.watch.folder.settle) else now
         elif key != c.sidecar_key:
             c.sidecar_key, c.sidecar_change = key, now
         return path, now - c.sidecar_change >= c.watch.folder.settle
 
-    def _call_is_complete(self, path: Path) -> bool | None:
+    def _call_is_complete(self, path: str) -> bool | None:
         try:
             return self._is_complete(path)
         except Exception as exc:
@@ -579,18 +642,16 @@ class Watcher:
         # nothing on its way" (the service, before READY) must never see it in neither place.
         c.waiting_for = "handoff"
         try:
-            if self._is_known(c.path):
-                log.debug("file_already_queued", path=str(c.path))
-            elif isinstance(outcome, ReadyFile):
-                log.info("file_ready", path=str(c.path), size=outcome.size,
-                         sidecar=str(outcome.sidecar) if outcome.sidecar else None)
+            # A file that already has a live job is passed on all the same: the queue ignores it, in one
+            # transaction with the files around it, cheaper than a lookup per file here.
+            if isinstance(outcome, ReadyFile):
                 self._on_ready(outcome)
             else:
-                log.warning("file_stalled", path=str(c.path), reason=outcome)
-                self._on_stalled(c.path, c.watch.folder, outcome)
+                log.warning("file_stalled", path=c.path, reason=outcome)
+                self._on_stalled(Path(c.path), c.watch.folder, outcome)
         except Exception:
             # Not handed on after all: the next rescan offers it again.
-            log.exception("file_handoff_failed", path=str(c.path))
+            log.exception("file_handoff_failed", path=c.path)
             self._drop(c)
             return
         with self._lock:
@@ -693,9 +754,16 @@ def _name_eligible(name: str, folder: FolderConfig) -> bool:
     lowered = name.lower()
     if lowered.endswith(SIDECAR_SUFFIXES):
         return False
-    if not any(fnmatchcase(lowered, pattern.lower()) for pattern in folder.include):
-        return False
-    return not any(fnmatchcase(lowered, pattern.lower()) for pattern in folder.ignore)
+    include, ignore = _patterns(tuple(folder.include), tuple(folder.ignore))
+    return include.match(lowered) is not None and ignore.match(lowered) is None
+
+
+@lru_cache(maxsize=64)
+def _patterns(include: tuple[str, ...], ignore: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Each list of globs as one compiled, case-blind pattern: a scan of 100,000 names matches each name once."""
+    def one(globs: tuple[str, ...]) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{translate(g.lower())})" for g in globs) or "(?!)")
+    return one(include), one(ignore)
 
 
 def _stat_key(st: os.stat_result) -> StatKey:

@@ -447,17 +447,6 @@ def test_unicode_and_space_names_are_reported_exactly_as_written(tmp_path, inbox
     assert all(r.path.exists() for _, r in recorder.ready)
 
 
-def test_is_known_suppresses_files_the_queue_already_has(tmp_path, inbox, start_watcher):
-    for name in ("queued.mp3", "new.mp3"):
-        (inbox / name).write_bytes(b"k" * 10)
-        make_old(inbox / name)
-    watcher, recorder = start_watcher(folder_config(tmp_path), is_known=lambda p: p.name == "queued.mp3")
-
-    wait_until(lambda: recorder.ready, what="new.mp3")
-    assert watcher.scan() == 0 and watcher.pending() == []
-    assert recorder.ready_names() == ["new.mp3"]
-
-
 def test_failing_callback_does_not_stop_the_watcher_and_the_file_is_offered_again(tmp_path, inbox, start_watcher):
     recorder = Recorder()
     calls: list[str] = []
@@ -525,21 +514,45 @@ def test_a_file_being_handed_on_is_still_pending_so_it_is_never_in_neither_place
     make_old(song)
     seen_while_handing_on: list[list[dict]] = []
     holder: list[Watcher] = []
-
-    def is_known(path: Path) -> bool:
-        wait_until(lambda: holder, what="the watcher")
-        seen_while_handing_on.append(holder[0].pending())
-        return False
-
     recorder = Recorder()
 
     def on_ready(ready: ReadyFile) -> None:
+        wait_until(lambda: holder, what="the watcher")
         seen_while_handing_on.append(holder[0].pending())
         recorder.on_ready(ready)
 
-    watcher, _ = start_watcher(folder_config(tmp_path), recorder=recorder, is_known=is_known, on_ready=on_ready)
+    watcher, _ = start_watcher(folder_config(tmp_path), recorder=recorder, on_ready=on_ready)
     holder.append(watcher)
     wait_until(lambda: recorder.ready, what="waiting.mp3")
-    assert [[(p["path"], p["waiting_for"]) for p in seen] for seen in seen_while_handing_on] == \
-        [[(str(song), "handoff")]] * 2
+    assert [[(p["path"], p["waiting_for"]) for p in seen] for seen in seen_while_handing_on] == [[(str(song), "handoff")]]
     assert watcher.pending() == []
+
+
+def test_startup_backlog_is_judged_on_the_listing_without_a_stat_per_file(tmp_path, inbox, start_watcher, monkeypatch):
+    """A backlog already in the folder: the listing's own stat serves each file, its names serve the sidecar lookups."""
+    songs = []
+    for n in range(200):
+        song = inbox / f"take-{n:03d}.mp3"
+        song.write_bytes(b"s" * 10)
+        make_old(song)
+        songs.append(song)
+    described = songs[::10]
+    for song in described:
+        song.with_suffix(".yaml").write_text("title: Take\n")
+        make_old(song.with_suffix(".yaml"))
+    stats: list[object] = []
+    for name in ("stat", "lstat"):
+        def counting(target, *args, _real=getattr(os, name), **kwargs):
+            stats.append(target)
+            return _real(target, *args, **kwargs)
+        monkeypatch.setattr(os, name, counting)
+
+    watcher, recorder = start_watcher(folder_config(tmp_path, sidecar="optional"))
+    wait_until(lambda: len(recorder.ready) == len(songs), what="the whole backlog")
+
+    sidecars = {ready.path: ready.sidecar for _, ready in recorder.ready}
+    assert {path for path, sidecar in sidecars.items() if sidecar} == set(described)
+    assert all(sidecars[song] == song.with_suffix(".yaml") for song in described)
+    in_inbox = [t for t in stats if isinstance(t, (str, os.PathLike)) and Path(t).parent == inbox]
+    # One lstat for each sidecar the listing named, none for the audio files or for sidecars that are not there.
+    assert len(in_inbox) <= len(described)
