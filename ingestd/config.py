@@ -735,6 +735,7 @@ def _cross_checks(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield from _template_errors(holder, where)
 
     yield from _rule_clashes(rules)
+    yield from _repeated_targets(_list(data.get("notify")))
     yield from _folder_clashes(_list(data.get("folders")))
 
 
@@ -775,6 +776,19 @@ def _rule_clashes(rules: list[Any]) -> Iterator[tuple[str, str]]:
             yield f"rules[{i}]", f"this rule can never match: rules[{catch_all}] has no match conditions and takes every file"
         elif all(_dict(rule.get("match")).get(k) is None for k in ("folder", "filename", "regex")):
             catch_all = i
+
+
+def _repeated_targets(targets: list[Any]) -> Iterator[tuple[str, str]]:
+    # One target is one sender with one place in the outbox: the same one twice would be told everything once.
+    first: dict[tuple[str, str], int] = {}
+    for i, target in enumerate(targets):
+        for kind in ("webhook", "command", "apprise"):
+            destination = _dict(target).get(kind)
+            if isinstance(destination, (str, list)):
+                key = (kind, repr(destination))
+                if key in first:
+                    yield f"notify[{i}]", f"the same {kind} as notify[{first[key]}]: list all its events there, once"
+                first.setdefault(key, i)
 
 
 def _folder_clashes(folders: list[Any]) -> Iterator[tuple[str, str]]:

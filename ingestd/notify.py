@@ -34,10 +34,9 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import structlog
 
-from . import __version__
-from . import crashpoints
-from .client import deadline, with_deadlines
+from . import __version__, crashpoints
 from . import queue as q
+from .client import deadline, with_deadlines
 from .config import AppriseNotify, CommandNotify, Config, WebhookNotify
 from .templates import as_text, render_template
 

@@ -406,6 +406,8 @@ def test_notify_config_problems_are_located(tmp_path):
         {"command": ["/bin/true", "{media}"]},
         {"apprise": "nonsense://abc"},
         {"events": ["done"]},
+        {"webhook": "https://cms.example/hook", "events": ["held"]},
+        {"webhook": "https://cms.example/hook", "events": ["failed"]},
     ])
     result = subprocess.run([sys.executable, "-m", "ingestd", "check-config", "--config", str(config)],
                             capture_output=True, text=True)
@@ -418,6 +420,7 @@ def test_notify_config_problems_are_located(tmp_path):
         ("notify[2].command", "unknown placeholder {media} in '{media}'; did you mean 'media_id'?"),
         ("notify[3].apprise", "Apprise cannot use this URL"),
         ("notify[4]", "a notify target needs one of webhook:, command: or apprise:"),
+        ("notify[6]", "the same webhook as notify[5]: list all its events there, once"),
     ]
     for key, words in expected:
         assert any(f": {key}: " in p and words in p and p.startswith(f"{config}:") for p in problems), (key, problems)
