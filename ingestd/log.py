@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -81,17 +82,45 @@ def _not_watchdog_shutdown_race(record: logging.LogRecord) -> bool:
     return "called when the thread is inactive" not in record.getMessage()
 
 
+# syslog(3) priorities, which journald reads off a "<N>" at the start of each line it is given on stdout/stderr.
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3, "critical": 2}
+
+
+def writes_to_journal(stream: Any) -> bool:
+    """Whether ``stream`` is the journal's stream, as systemd says with JOURNAL_STREAM=<device>:<inode>."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def with_priority(line: str, level: str) -> str:
+    """``line`` as journald reads its priority: ``<3>`` for errors, ``<4>`` warnings, ``<6>`` info, ``<7>`` debug."""
+    return f"<{PRIORITIES.get(level.lower(), 6)}>{line}"
+
+
+def _priority_prefix(logger: Any, method: str, rendered: str) -> str:
+    return with_priority(rendered, method)
+
+
 def configure(*, format: str = "auto", level: str = "info", stream=None) -> None:
-    """``format``: ``json`` (one event per line), ``console``, or ``auto`` (console on a terminal)."""
+    """``format``: ``json`` (one event per line), ``console``, or ``auto`` (console on a terminal).
+
+    Under systemd (the stream is JOURNAL_STREAM) each line starts with its syslog priority, so
+    ``journalctl -p err`` shows the errors.
+    """
     stream = stream or sys.stderr
     use_json = format == "json" or (format == "auto" and not stream.isatty())
     renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    rendering = [renderer, _priority_prefix] if writes_to_journal(stream) else [renderer]
     shared = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
     # Libraries (watchdog, httpx) log through the standard library: same format, same redaction, warnings and up.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redactor, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redactor, *rendering],
     ))
     handler.addFilter(_not_watchdog_shutdown_race)
     root = logging.getLogger()
@@ -104,7 +133,7 @@ def configure(*, format: str = "auto", level: str = "info", stream=None) -> None
             *shared,
             structlog.processors.format_exc_info,
             redactor,
-            renderer,
+            *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         # One printer for every logger: loggers are not cached (a reload changes the level), and a printer per

@@ -469,7 +469,9 @@ def run(config_path: Path) -> int:
         config = load_config(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem, flush=True, file=sys.stderr)
+            line = str(problem)
+            print(logsetup.with_priority(line, "error") if logsetup.writes_to_journal(sys.stderr) else line,
+                  flush=True, file=sys.stderr)
         return EX_CONFIG
     logsetup.configure(format=config.log.format, level=config.log.level)
     logsetup.redactor.update(secrets_of(config))
