@@ -11,6 +11,7 @@ import random
 import signal
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -86,6 +87,17 @@ class Receiver:
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def use_tls(self, tmp_path: Path) -> None:
+        """Serve HTTPS with a self-signed certificate (which no client should trust)."""
+        cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                       check=True, capture_output=True)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.port}"
 
     def bodies(self) -> list[dict]:
         with self.lock:
@@ -350,6 +362,14 @@ def test_a_redirect_is_followed_on_the_same_host_only(receivers):
     outcome = _webhook(elsewhere.url + "/old").send(payload, "j1:done")
     assert not outcome.accepted and "redirect to another host refused: http://localhost" in outcome.detail
     assert final.requests == []
+
+
+def test_a_receiver_whose_certificate_does_not_verify_is_not_sent_the_report(tmp_path, receivers):
+    impostor = receivers()
+    impostor.use_tls(tmp_path)
+    outcome = _webhook(impostor.url + "/hook").send(json.dumps({"event": "done", "job_id": "j1"}), "j1:done")
+    assert not outcome.accepted and "CERTIFICATE_VERIFY_FAILED" in outcome.detail
+    assert impostor.requests == []
 
 
 @pytest.mark.parametrize("how", ["hang", "trickle"])
