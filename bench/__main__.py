@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import Row, Scale, log, markdown
-from . import backlog, daemon, emulator, latency, memory, overhead, throughput
+from . import backlog, daemon, emulator, hosts, latency, memory, overhead, throughput
 
 FIGURES = {
     "throughput": throughput.run,
@@ -19,6 +19,7 @@ FIGURES = {
     "backlog": backlog.run,
     "latency": latency.run,
     "emulator": emulator.run,
+    "hosts": hosts.run,
 }
 
 

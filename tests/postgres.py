@@ -50,8 +50,9 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
 class PostgresServer:
     """One throwaway cluster; ``url()`` gives each test its own schema in it."""
 
-    def __init__(self, bin_dir: Path):
+    def __init__(self, bin_dir: Path, *, durable: bool = False):
         self.bin = bin_dir
+        self.durable = durable
         self.user = _unprivileged_user()
         # Not under pytest's tmp_path: that is private to root, and the server runs as someone else.
         self.dir = Path(tempfile.mkdtemp(prefix="ingestd-pg-"))
@@ -74,9 +75,10 @@ class PostgresServer:
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "ingestd", "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--no-instructions")
-        # No fsync: a test server that loses its data in a power cut loses nothing of value.
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-                   " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            # No fsync: a test server that loses its data in a power cut loses nothing of value. (Benchmarks keep it.)
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bin / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
                   "-l", str(self.dir / "server.log"), "-o", options)
         with psycopg.connect(f"postgresql://ingestd@127.0.0.1:{self.port}/postgres", autocommit=True) as db:
