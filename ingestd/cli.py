@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from . import queue as q
 from .client import StreamClient
-from .config import Config, load_config
+from .config import Config, format_price, load_config
 from .errors import APIError, ConfigError, IngestdError, RenderError
 from .media_schema import UpdateRequest
 from .storage import UniqueViolation, is_url, redact
@@ -368,7 +368,7 @@ def cmd_media_cost(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"price": cost.price, "is_enough": cost.is_enough})
     else:
-        print(f"price: ${cost.price:.4f}  ({'the balance covers it' if cost.is_enough else 'NOT covered by the balance'})")
+        print(f"price: {format_price(cost.price)}  ({'the balance covers it' if cost.is_enough else 'NOT covered by the balance'})")
     return EX_OK
 
 

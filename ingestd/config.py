@@ -62,6 +62,12 @@ def parse_size(value: Any) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
+def format_price(usd: float) -> str:
+    """Dollars with as many decimals as the amount needs (``$0.0042``, ``$1.50``): two small prices never both read ``$0.00``."""
+    whole, _, cents = f"{usd:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
 def format_size(n: float) -> str:
     """The other way round, for people: 12582912 → ``12.0MiB`` (which ``parse_size`` reads back)."""
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -28,7 +28,7 @@ import structlog
 
 from . import crashpoints, filing, queue as q
 from .client import Part, StreamClient, plan_parts
-from .config import Config, FolderConfig, UploadConfig
+from .config import Config, FolderConfig, UploadConfig, format_price
 from .errors import APIError, AuthError, NotFoundError, RejectedError, RenderError, SourceChangedError, TransientError
 from .media_schema import CreateRequest, UpdateRequest
 from .probe import ProbeError, probe
@@ -290,9 +290,9 @@ class Pipeline:
                 return
             raise JobHeld(f"budget: the transcode price could not be checked ({exc.message})", self.config.upload.budget_recheck) from exc
         if not cost.is_enough:
-            raise JobHeld(f"budget: the account balance does not cover the transcode price of ${cost.price:.2f}", self.config.upload.budget_recheck)
+            raise JobHeld(f"budget: the account balance does not cover the transcode price of {format_price(cost.price)}", self.config.upload.budget_recheck)
         if limit is not None and cost.price > limit:
-            raise JobHeld(f"budget: transcoding costs ${cost.price:.2f}, more than upload.max_cost_usd (${limit:.2f})", self.config.upload.budget_recheck)
+            raise JobHeld(f"budget: transcoding costs {format_price(cost.price)}, more than upload.max_cost_usd ({format_price(limit)})", self.config.upload.budget_recheck)
         bound.info("cost_checked", price=cost.price)
 
     def _create(self, job: q.Job, owner: str, bound) -> None:

@@ -379,7 +379,9 @@ class JobQueue:
                 "SELECT state, stage, COUNT(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY state, stage"):
             key = "transcoding" if stage in waiting_on_service else "uploading" if state == RUNNING else "queued"
             activity[key] += n
-        return activity | {state: counts[state] for state in (HELD, DONE, FAILED)}
+        # Skipped and cancelled jobs are rare: said when there are some, so the usual line stays short.
+        return (activity | {state: counts[state] for state in (HELD, DONE, FAILED)}
+                | {state: counts[state] for state in (SKIPPED, CANCELLED) if counts[state]})
 
     def oldest_queued_at(self) -> float | None:
         return self._row("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'")[0]
@@ -609,6 +611,10 @@ class JobQueue:
                 " lease_owner = NULL, lease_expires = NULL, updated_at = ?, finished_at = ? WHERE id = ?",
                 (state, outcome or state, error, final_path, now, now, job_id),
             )
+            if state != DONE and error is None:
+                # The job's own error, so its history says why it ended.
+                row = db.execute("SELECT error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                error = row["error"] if row else None
             self._event(db, job_id, state, {"error": error, "final_path": final_path})
             if state != DONE:
                 # Its content was not uploaded after all: a later copy may upload it.

@@ -262,7 +262,10 @@ def explain(config: Config, path: Path) -> dict[str, Any]:
         "error": None,
     }
     if not path.is_file():
-        data["error"] = f"no such file: {path}"
+        # The rules that would apply still show, by name and folder: often the reason someone asks.
+        rule, _, decisions = match_rule(config, path, root)
+        data.update(rules=[asdict(d) for d in decisions], rule=rule.name if rule else None,
+                    error=f"no such file: {path}")
         return data
 
     audio = None

@@ -217,3 +217,55 @@ def test_media_list_never_prints_raw_control_characters(tmp_path, emulator, caps
     assert all("Evil\\x1b[2J\\x07 show\\x9b" in out for out in outputs)
     assert json.loads(json_out)[0]["title"] == title, "JSON keeps the title exact, escaped"
     assert not [c for out in [*outputs, json_out] for c in out if c not in "\n\t" and (ord(c) < 32 or 0x7f <= ord(c) <= 0x9f)]
+
+
+def ended_jobs(tmp_path, *ends: tuple[str, str, str | None]) -> list[q.Job]:
+    """Jobs that ended as given: (file name, final state, the job's error)."""
+    queue = queue_of(tmp_path)
+    jobs = []
+    for name, state, error in ends:
+        job = queue.enqueue(path=str(tmp_path / "inbox" / name), root=str(tmp_path / "inbox"), relpath=name,
+                            size=10, mtime_ns=1, inode=len(jobs) + 1)
+        if error:
+            queue.update(job.id, error=error)
+        queue.finish(job.id, state)
+        jobs.append(job)
+    return jobs
+
+
+def test_a_failed_jobs_history_did_not_show_its_error(tmp_path, emulator, capsys):
+    config = make_config(tmp_path, emulator.base_url)
+    [job] = ended_jobs(tmp_path, ("noise.wav", q.FAILED, "not audio: no format recognised"))
+    code, out, _ = run(capsys, "jobs", "show", job.id, "--config", str(config))
+    assert code == 0
+    [failed_line] = [line for line in out.splitlines() if "  failed  " in line]
+    assert "not audio: no format recognised" in failed_line
+
+
+def test_status_did_not_count_skipped_and_cancelled_jobs(tmp_path, emulator, capsys):
+    config = make_config(tmp_path, emulator.base_url)
+    ended_jobs(tmp_path, ("a.wav", q.DONE, None), ("b.wav", q.SKIPPED, "a copy of a.wav"),
+               ("c.wav", q.CANCELLED, "cancelled by the operator"), ("d.wav", q.CANCELLED, None))
+    code, out, _ = run(capsys, "status", "--config", str(config))
+    assert code == 0
+    assert "1 done, 0 failed, 1 skipped, 2 cancelled" in out.splitlines()[1]
+
+
+def test_explain_on_a_missing_file_said_no_rules_were_configured(tmp_path, emulator, capsys):
+    rules = [{"name": "shows", "match": {"folder": "shows/*"}, "title": "{stem}", "qualities": "podcast"},
+             {"name": "default", "title": "{stem}", "qualities": "podcast"}]
+    config = make_config(tmp_path, emulator.base_url, rules=rules)
+    code, out, _ = run(capsys, "explain", str(tmp_path / "inbox" / "shows" / "tuesday" / "gone.wav"),
+                       "--config", str(config))
+    assert code == 1
+    assert "(none configured)" not in out
+    assert re.search(r"^  match  shows ", out, re.M) and re.search(r"^  no     default ", out, re.M), out
+    assert "error:    no such file:" in out
+
+
+@pytest.mark.parametrize(("usd", "text"), [(0.0042, "$0.0042"), (0.00001, "$0.00001"), (0.0, "$0.00"), (1.5, "$1.50"),
+                                          (0.149, "$0.149"), (12.0, "$12.00")])
+def test_budget_holds_printed_small_prices_as_0_00(usd, text):
+    from ingestd.config import format_price
+
+    assert format_price(usd) == text

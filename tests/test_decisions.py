@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,7 +85,9 @@ def test_a_price_over_max_cost_holds_the_job(tmp_path, emulator):
     with Daemon(_config(tmp_path, emulator, upload={"max_cost_usd": 0.00001})) as daemon:
         held = _one(tmp_path, q.HELD)
         daemon.stop()
-    assert "more than upload.max_cost_usd" in held.held_reason
+    # Both amounts with the precision they need: never "$0.00, more than ... ($0.00)".
+    assert re.search(r"transcoding costs \$0\.\d*[1-9]\d*, more than upload\.max_cost_usd \(\$0\.00001\)",
+                     held.held_reason), held.held_reason
     assert not emulator.all_media()
     assert (tmp_path / "inbox" / "pricey.wav").exists()
 
