@@ -15,6 +15,7 @@ import pytest
 
 from ingestd import queue as q
 from ingestd.emulator import Faults
+from ingestd.folderlock import LOCK_NAME
 
 from .daemon import Daemon, drop, jobs_in, make_config, queue_of, wait_for
 
@@ -88,7 +89,7 @@ def test_chaos_kills_and_api_faults_lose_nothing_and_upload_nothing_twice(tmp_pa
         assert json.loads(filed.with_name(filed.name + ".ingestd.json").read_text())["media_id"] == job.media_id
     filed_audio = sorted(str(p.relative_to(tmp_path / "done")) for p in (tmp_path / "done").rglob("*.wav"))
     assert filed_audio == sorted(originals), "each file in done/ exactly once"
-    assert not [p for p in (tmp_path / "inbox").rglob("*") if p.is_file()]
+    assert not [p for p in (tmp_path / "inbox").rglob("*") if p.is_file() and p.name != LOCK_NAME]
 
 
 def test_server_errors_back_off_exponentially_and_persist_the_next_attempt(tmp_path, emulator_factory):
