@@ -7,10 +7,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import time
+import urllib.request
 
 import psycopg
 import pytest
+import yaml
 
 from ingestd import queue as q
 from ingestd.cli import main
@@ -20,19 +23,26 @@ from ingestd.emulator import Faults
 from ingestd.pipeline import Pipeline
 
 from .daemon import Daemon, drop, make_config, wait_for
+from .test_crash import assert_filed_once
 
 MIB = 1024 * 1024
 LEASE = 4.0  # seconds: a dead daemon's job is taken over this long after its last heartbeat
 
 
-def _daemons(tmp_path, emulator, url, count):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _daemons(tmp_path, emulator, url, count, **top):
     """``count`` daemons, each with its own state folder and node name, all on the folder ``tmp_path/share``."""
     share = tmp_path / "share"
     folder = {"path": str(share / "inbox"), "done_dir": str(share / "done"), "failed_dir": str(share / "failed")}
     for name in ("inbox", "done", "failed"):
         (share / name).mkdir(parents=True, exist_ok=True)
     return share, [Daemon(make_config(tmp_path / f"host{n}", emulator.base_url, upload={"workers": 1}, folder=folder,
-                                      queue_url=url, node_name=f"host{n}", queue_lease=LEASE))
+                                      queue_url=url, node_name=f"host{n}", queue_lease=LEASE, **top))
                    for n in range(count)]
 
 
@@ -46,7 +56,11 @@ def test_three_daemons_share_a_folder_and_a_killed_ones_upload_resumes_elsewhere
                                                                                  postgres_url, capsys):
     # Each part takes 0.3 s at the emulator: a 12 MiB file (three 5 MiB parts) is mid-upload long enough to kill.
     emulator = emulator_factory(faults=Faults(slow=1.0, slow_seconds=0.3, endpoints=frozenset({"part"})))
+    ports = [_free_port() for _ in range(3)]
     share, daemons = _daemons(tmp_path, emulator, postgres_url, 3)
+    for daemon, port in zip(daemons, ports):  # each with its status listener
+        config = yaml.safe_load(daemon.config.read_text())
+        daemon.config.write_text(yaml.safe_dump(config | {"status": {"listen": f"127.0.0.1:{port}"}}))
     queue = q.JobQueue(postgres_url)
     try:
         for daemon in daemons:
@@ -73,6 +87,12 @@ def test_three_daemons_share_a_folder_and_a_killed_ones_upload_resumes_elsewhere
         wait_for(lambda: queue.counts()[q.DONE] + queue.counts()[q.SKIPPED] == 6, timeout=90,
                  what="every file done or skipped as a duplicate")
         survivors = [d for d in daemons if d is not victim]
+        # Each daemon says which node it is, on its page and in its metrics.
+        port, node = ports[daemons.index(survivors[0])], survivors[0].config.parent.name
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert f'ingestd_node_info{{node="{node}",queue="postgresql"}} 1.0' in response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert f"node {node}" in response.read().decode()
         for daemon in survivors:
             assert daemon.stop() == 0
 
@@ -134,4 +154,24 @@ def test_a_worker_that_lost_its_lease_creates_and_moves_nothing(tmp_path, emulat
     assert emulator.all_media() == []
     after = queue.get(job.id)
     assert (after.state, after.lease_owner) == (q.RUNNING, "host-b:1:worker-0")
+    queue.close()
+
+
+@pytest.mark.parametrize("point", ["after_create", "between_parts", "after_complete", "before_move"])
+def test_a_daemon_killed_at_any_step_is_finished_by_another_host_exactly_once(tmp_path, emulator, postgres_url, point):
+    share, (first, second) = _daemons(tmp_path, emulator, postgres_url, 2)
+    source = drop(share, "take.wav", size=12 * MIB)
+    original = source.read_bytes()
+    first.env["INGESTD_CRASH_AT"] = f"{point}:1"
+    with first:
+        assert first.wait_exit(30) == -9, f"the first daemon never reached {point}"
+    queue = q.JobQueue(postgres_url)
+    [job] = queue.list(states=(q.RUNNING,))
+    assert job.node == "host0"
+    with second:
+        wait_for(lambda: queue.counts()[q.DONE] == 1, timeout=30, what="the job finished by the other host")
+        assert second.stop() == 0
+    job = queue.get(job.id)
+    assert job.node == "host1"
+    assert_filed_once(share, emulator, "take.wav", original, job)
     queue.close()
