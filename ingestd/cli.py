@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from . import queue as q
 from .client import StreamClient
-from .config import Config, format_price, load_config
+from .config import Config, format_price, load_config, parse_duration
 from .errors import APIError, ConfigError, IngestdError, RenderError
 from .media_schema import UpdateRequest
 from .storage import UniqueViolation, is_url, redact
@@ -245,11 +245,28 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
-    """Bring a failed or cancelled file back from the failed folder and queue it again."""
+    """Bring failed or cancelled files back from the failed folder and queue them again."""
+    queue = _queue(_load(args))
+    if args.all_failed == (args.id is not None):
+        raise CommandError("give a job id, or --all-failed")
+    if args.id is not None:
+        print(_retry(queue, _job(queue, args.id)))
+        return EX_OK
+    failed = queue.list(states=(q.FAILED,), limit=1_000_000)
+    problems = 0
+    for job in failed:
+        try:
+            print(_retry(queue, job))
+        except CommandError as exc:
+            problems += 1
+            print(f"ingestd: job {job.id[:12]}: {exc}", file=sys.stderr)
+    print(f"{len(failed) - problems} of {len(failed)} failed job(s) queued again" if failed else "no failed jobs")
+    return EX_FAILURE if problems else EX_OK
+
+
+def _retry(queue: q.JobQueue, job: q.Job) -> str:
     from .filing import ERROR_SUFFIX, FilingError, move
 
-    queue = _queue(_load(args))
-    job = _job(queue, args.id)
     if job.state not in (q.FAILED, q.CANCELLED):
         raise CommandError(f"job {job.id[:12]} is {job.state}; only failed or cancelled jobs can be retried")
     source = Path(job.final_path) if job.final_path else Path(job.path)
@@ -268,7 +285,15 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
         source.with_name(source.name + ERROR_SUFFIX).unlink(missing_ok=True)
         st = os.stat(job.path)
         queue.update(job.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
-    print(f"job {job.id[:12]} queued again: {job.path}")
+    return f"job {job.id[:12]} queued again: {job.path}"
+
+
+def cmd_jobs_prune(args: argparse.Namespace) -> int:
+    """Forget finished jobs now, as the daemon does after state.keep_finished."""
+    queue = _queue(_load(args))
+    before = time.time() - args.older_than
+    pruned = queue.prune_finished(before)
+    print(f"pruned {pruned} finished job(s) that ended before {_when(before)}")
     return EX_OK
 
 
@@ -308,7 +333,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_upload(args: argparse.Namespace) -> int:
     from .oneshot import upload_one
 
-    return upload_one(_load(args), Path(args.file), rule=args.rule)
+    config = _load(args)
+    if args.force:
+        # The same content uploaded before is uploaded again, as with duplicates: upload.
+        config = config.model_copy(update={"duplicates": "upload"})
+    return upload_one(config, Path(args.file), rule=args.rule)
 
 
 def _meta(values: list[str] | None) -> dict[str, str] | None:
@@ -374,16 +403,23 @@ def cmd_media_cost(args: argparse.Namespace) -> int:
 
 def cmd_media_update(args: argparse.Namespace) -> int:
     meta = _meta(args.meta)
-    update = UpdateRequest.model_validate({k: v for k, v in {
+    fields = {k: v for k, v in {
         "title": args.title, "description": args.description, "tags": args.tag,
-        "metadata": [{"key": k, "value": v} for k, v in meta.items()] if meta else None,
         "is_public": args.public, "player_id": args.player_theme_id,  # the spec's name, as AIOZ's clients send it
-    }.items() if v is not None})
-    if not update.body():
+    }.items() if v is not None}
+    if not fields and not meta:
         raise CommandError("nothing to update: give at least one of --title, --description, --tag, --meta, --public/--private, --player-theme-id")
     with _client(_load(args)) as client:
+        if meta:
+            # PATCH replaces the whole list: merge into what is there, so ingestd_job and other keys stay.
+            merged = client.get_media(args.id).metadata_dict() | meta
+            fields["metadata"] = [{"key": k, "value": v} for k, v in merged.items()]
+        update = UpdateRequest.model_validate(fields)
         client.update_media(args.id, update)
-    print(f"updated {args.id}")
+    if args.json:
+        _print_json({"id": args.id, "updated": update.body()})
+    else:
+        print(f"updated {args.id}")
     return EX_OK
 
 
@@ -392,7 +428,10 @@ def cmd_media_delete(args: argparse.Namespace) -> int:
         raise CommandError("deleting a media cannot be undone: add --yes to confirm")
     with _client(_load(args)) as client:
         client.delete_media(args.id)
-    print(f"deleted {args.id}")
+    if args.json:
+        _print_json({"id": args.id, "deleted": True})
+    else:
+        print(f"deleted {args.id}")
     return EX_OK
 
 
@@ -409,6 +448,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    """An argparse type: durations as the config writes them (30d, 90m, 1h30m, or seconds)."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
 
 
 def _with_config(parser: argparse.ArgumentParser, json_flag: bool = False) -> argparse.ArgumentParser:
@@ -443,7 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--state", action="append", choices=q.ALL_STATES, help="only jobs in this state (repeatable)")
     sub.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     add("show", cmd_jobs_show, "one job with its history", json_flag=True, parent=jobs).add_argument("id", help="job id or unique prefix")
-    add("retry", cmd_jobs_retry, "move a failed file back from the failed folder and queue it again", parent=jobs).add_argument("id")
+    sub = add("retry", cmd_jobs_retry, "move a failed file back from the failed folder and queue it again", parent=jobs)
+    sub.add_argument("id", nargs="?", help="job id or unique prefix")
+    sub.add_argument("--all-failed", action="store_true", help="every failed job whose file is still in its failed folder")
+    sub = add("prune", cmd_jobs_prune, "forget finished jobs (done, failed, cancelled, skipped) that ended long ago; "
+              "the daemon does it by itself after state.keep_finished", parent=jobs)
+    sub.add_argument("--older-than", type=_duration, required=True, metavar="DURATION", help="e.g. 30d, 12h")
     add("cancel", cmd_jobs_cancel, "stop a queued or held job: delete its media, move the file to the failed folder", parent=jobs).add_argument("id")
 
     queue = commands.add_parser("queue", help="the job queue's schema, and moving it to PostgreSQL").add_subparsers(
@@ -470,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("upload", cmd_upload, "upload one file now with a progress bar; exit 0 once its media is transcoded")
     sub.add_argument("file")
     sub.add_argument("--rule", help="use this rule instead of matching one")
+    sub.add_argument("--force", action="store_true", help="upload it even if the same content was uploaded before")
 
     media = commands.add_parser("media", help="the media API from the shell").add_subparsers(dest="media_command", metavar="ACTION", required=True)
     sub = add("list", cmd_media_list, "list and search media", json_flag=True, parent=media)
@@ -484,19 +538,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--all", action="store_true", help="page through every match")
     add("get", cmd_media_get, "one media with its asset URLs", json_flag=True, parent=media).add_argument("id")
     sub = add("cost", cmd_media_cost, "what transcoding would cost", json_flag=True, parent=media)
-    sub.add_argument("--duration", type=float, required=True, help="seconds of audio")
+    sub.add_argument("--duration", type=_duration, required=True, help="length of the audio: 754, 90m, 1h30m")
     sub.add_argument("--qualities", required=True, help="comma-separated presets, e.g. standard,highest")
-    sub = add("update", cmd_media_update, "change a media's title, description, tags, metadata or visibility", parent=media)
+    sub = add("update", cmd_media_update, "change a media's title, description, tags, metadata or visibility", json_flag=True, parent=media)
     sub.add_argument("id")
     sub.add_argument("--title")
     sub.add_argument("--description")
     sub.add_argument("--tag", action="append", help="replaces the tags (repeatable)")
-    sub.add_argument("--meta", action="append", metavar="KEY=VALUE", help="replaces the metadata (repeatable)")
+    sub.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                     help="sets this metadata item, keeping the others (ingestd_job among them); repeatable")
     visibility = sub.add_mutually_exclusive_group()
     visibility.add_argument("--public", dest="public", action="store_true", default=None)
     visibility.add_argument("--private", dest="public", action="store_false")
     sub.add_argument("--player-theme-id")
-    sub = add("delete", cmd_media_delete, "delete a media (cannot be undone)", parent=media)
+    sub = add("delete", cmd_media_delete, "delete a media (cannot be undone)", json_flag=True, parent=media)
     sub.add_argument("id")
     sub.add_argument("--yes", action="store_true", help="confirm the deletion")
 

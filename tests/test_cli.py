@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -195,7 +196,7 @@ def test_media_get_cost_update_delete(tmp_path, emulator, seeded, capsys):
     [media] = [m for m in emulator.all_media() if m["id"] == media_id]
     assert (media["title"], media["tags"], media["is_public"]) == ("Renamed", ["a", "b"], False)
     assert media["player_theme_id"] == "theme-1"  # sent as player_id: the strict emulator refuses player_theme_id
-    assert media["metadata"] == [{"key": "k", "value": "v"}]
+    assert media["metadata"] == [{"key": "n", "value": "0"}, {"key": "k", "value": "v"}]  # merged, not replaced
     code, _, err = run(capsys, "media", "update", media_id, "--config", config)
     assert code == 1 and "nothing to update" in err
 
@@ -269,3 +270,76 @@ def test_budget_holds_printed_small_prices_as_0_00(usd, text):
     from ingestd.config import format_price
 
     assert format_price(usd) == text
+
+
+def test_media_update_meta_dropped_the_ingestd_job_key(tmp_path, emulator, capsys):
+    with StreamClient(emulator.base_url, token="test-token") as client:
+        media_id = client.create_media(CreateRequest(type="audio", title="Ep 1", metadata=[
+            {"key": "ingestd_job", "value": "job-1"}, {"key": "show", "value": "old"}])).id
+    config = str(make_config(tmp_path, emulator.base_url))
+    code, out, _ = run(capsys, "media", "update", media_id, "--meta", "show=new", "--meta", "season=2",
+                       "--config", config, "--json")
+    assert code == 0
+    expected = [{"key": "ingestd_job", "value": "job-1"}, {"key": "show", "value": "new"}, {"key": "season", "value": "2"}]
+    assert json.loads(out) == {"id": media_id, "updated": {"metadata": expected}}
+    [media] = emulator.all_media()
+    assert media["metadata"] == expected
+
+    code, out, _ = run(capsys, "media", "delete", media_id, "--yes", "--config", config, "--json")
+    assert code == 0 and json.loads(out) == {"id": media_id, "deleted": True}
+    assert emulator.all_media() == []
+
+
+def test_media_cost_duration_took_only_seconds(tmp_path, emulator, capsys):
+    config = str(make_config(tmp_path, emulator.base_url))
+    prices = {}
+    for duration in ("5400", "1h30m", "90m"):
+        code, out, _ = run(capsys, "media", "cost", "--duration", duration, "--qualities", "standard", "--config", config,
+                           "--json")
+        assert code == 0
+        prices[duration] = json.loads(out)["price"]
+    assert prices["1h30m"] == prices["90m"] == prices["5400"] > 0
+    with pytest.raises(SystemExit) as usage:
+        main(["media", "cost", "--duration", "an hour", "--qualities", "standard", "--config", config])
+    assert usage.value.code == 2
+    assert "'an hour' is not a duration (examples: 30, 30s, 5m, 1h30m, 6h)" in capsys.readouterr().err
+
+
+def failed_with_files(tmp_path, *names: str) -> list[q.Job]:
+    """Failed jobs whose files wait in the failed folder, as the daemon leaves them."""
+    queue = queue_of(tmp_path)
+    jobs = []
+    for name in names:
+        write_wav(tmp_path / "failed" / name, 0.2)
+        job = queue.enqueue(path=str(tmp_path / "inbox" / name), root=str(tmp_path / "inbox"), relpath=name,
+                            size=10, mtime_ns=1, inode=len(jobs) + 100)
+        queue.finish(job.id, q.FAILED, error="API outage", final_path=str(tmp_path / "failed" / name))
+        jobs.append(job)
+    return jobs
+
+
+def test_jobs_retry_all_failed_queues_every_failed_file_again(tmp_path, emulator, capsys):
+    config = str(make_config(tmp_path, emulator.base_url))
+    failed_with_files(tmp_path, "a.wav", "b.wav", "gone.wav")
+    (tmp_path / "failed" / "gone.wav").unlink()
+    code, out, err = run(capsys, "jobs", "retry", "--all-failed", "--config", config)
+    assert code == 1  # one could not be brought back, and says why
+    assert "2 of 3 failed job(s) queued again" in out
+    assert "gone.wav; drop it into the watched folder again instead" in err
+    assert sorted(p.name for p in (tmp_path / "inbox").iterdir()) == ["a.wav", "b.wav"]
+    assert sorted(j.relpath for j in jobs_in(tmp_path, q.QUEUED)) == ["a.wav", "b.wav"]
+
+    code, out, _ = run(capsys, "jobs", "retry", "--all-failed", "--config", config)
+    assert code == 1 and "0 of 1 failed job(s) queued again" in out
+    code, _, err = run(capsys, "jobs", "retry", "--config", config)
+    assert code == 1 and "give a job id, or --all-failed" in err
+
+
+def test_jobs_prune_forgets_finished_jobs_older_than_asked(tmp_path, emulator, capsys):
+    config = str(make_config(tmp_path, emulator.base_url))
+    old, recent = ended_jobs(tmp_path, ("old.wav", q.DONE, None), ("recent.wav", q.FAILED, "x"))
+    queue = queue_of(tmp_path)
+    queue.update(old.id, finished_at=time.time() - 40 * 86400)
+    code, out, _ = run(capsys, "jobs", "prune", "--older-than", "30d", "--config", config)
+    assert code == 0 and out.startswith("pruned 1 finished job(s) that ended before ")
+    assert [j.relpath for j in queue.list()] == ["recent.wav"]

@@ -66,3 +66,18 @@ def test_a_file_that_fails_exits_non_zero_with_the_reason(tmp_path, emulator):
     assert emulator.all_media() == []
     missing = upload(config, str(tmp_path / "nowhere.wav"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_upload_force_sends_content_that_was_uploaded_before(tmp_path, emulator):
+    config = make_config(tmp_path, emulator.base_url)
+    first = tmp_path / "elsewhere" / "take.wav"
+    write_wav(first, 0.5)
+    assert upload(config, str(first)).returncode == 0
+    again = tmp_path / "elsewhere" / "take-again.wav"
+    again.write_bytes(first.read_bytes())
+
+    skipped = upload(config, str(again))
+    assert len(emulator.all_media()) == 1, skipped.stderr
+    forced = upload(config, str(again), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(m["title"] for m in emulator.all_media()) == ["take", "take-again"]
