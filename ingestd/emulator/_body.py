@@ -67,13 +67,14 @@ class Body:
             return
         assert self.length is not None
         remaining = self.length
+        self.finished = not remaining
         while remaining:
             data = self._rfile.read(min(remaining, CHUNK))
             if not data:
                 raise ConnectionError("client closed the connection mid-body")
             remaining -= len(data)
+            self.finished = not remaining  # before the yield: a reader may stop at the last chunk
             yield data
-        self.finished = True
 
     def _chunked(self) -> Iterator[bytes]:
         total = 0
