@@ -16,7 +16,7 @@ _LIST_KEYS = {"offset", "limit", "sort_by", "order_by", "type", "tags", "metadat
 
 
 def _int(body: dict[str, Any], name: str, default: int, low: int, high: int | None = None) -> int:
-    value = body.get(name, default)
+    value = default if body.get(name) is None else body[name]  # null is absent, as a Go service decodes it
     if isinstance(value, bool) or not isinstance(value, int):
         raise Problem(400, f"{name}: must be an integer")
     if value < low or (high is not None and value > high):
@@ -25,7 +25,7 @@ def _int(body: dict[str, Any], name: str, default: int, low: int, high: int | No
 
 
 def _choice(body: dict[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = body.get(name, default)
+    value = default if body.get(name) is None else body[name]
     if value not in allowed:
         raise Problem(400, f"{name}: must be one of {', '.join(allowed)}")
     return value
