@@ -423,8 +423,9 @@ class Service:
         if busy:
             # Their leases run out and the next start takes the jobs back.
             log.warning("stop_timeout", workers_still_busy=busy, timeout=timeout)
-        # A send in flight is left to its timeout; unsent notifications wait in the outbox for the next start.
-        self.notifications.stop(timeout=min(5.0, max(0.0, deadline - time.monotonic())))
+        # A send about to finish may record its outcome; one a receiver holds up is sent again at the next start,
+        # like every notification still waiting in the outbox.
+        self.notifications.stop(timeout=min(2.0, max(0.0, deadline - time.monotonic())))
         if self.status_server is not None:
             self.status_server.stop()
         for client in [*self._retired_clients, self.client]:
