@@ -209,15 +209,17 @@ class StreamClient:
         self.timeout = timeout
         # An error text may quote what was sent (a header, the server echoing it): it never carries our credentials.
         self._redactor = SecretRedactor([s for s in (token, secret_key) if s])
+        # Plain http has no certificate to check, and loading the CA bundle would cost a tenth of a second per start.
+        verify = verify_tls and self.base_url.startswith("https://")
         self._http = httpx.Client(
             base_url=self.base_url + "/",
             auth=auth,
             headers={"User-Agent": f"ingestd/{__version__}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, write=max(timeout, MIN_WRITE_TIMEOUT)),
             limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
-            verify=verify_tls,
+            verify=verify,
             transport=with_deadlines(transport or httpx.HTTPTransport(
-                verify=verify_tls, limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE))),
+                verify=verify, limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE))),
         )
 
     @classmethod

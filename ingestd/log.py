@@ -8,10 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import Any
-from urllib.parse import quote, quote_plus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import structlog
+
+if TYPE_CHECKING:
+    from .config import Config
 
 REDACTED = "[redacted]"
 
@@ -75,6 +78,14 @@ class SecretRedactor:
 
 
 redactor = SecretRedactor()
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Every secret the config holds, for the log redactor."""
+    api = config.api
+    secrets = [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
+    password = urlsplit(config.queue_url).password if config.queue_url else None
+    return secrets + ([unquote(password)] if password else [])
 
 
 def _not_watchdog_shutdown_race(record: logging.LogRecord) -> bool:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from . import log as logsetup
+from .log import secrets_of
 from . import queue as q
 from .client import StreamClient
 from .config import Config, RuleMatch, format_size
@@ -15,7 +16,6 @@ from .errors import IngestdError
 from .pipeline import Pipeline
 from .notify import deliver_now, outbox_targets
 from .notify import secrets_of as notify_secrets
-from .service import secrets_of
 
 
 class ProgressBar:

@@ -16,13 +16,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 from typing import Any
 
 import sdnotify
 import structlog
 
 from . import log as logsetup
+from .log import secrets_of
 from . import queue as q
 from .client import StreamClient
 from .config import Config, load_config
@@ -65,14 +65,6 @@ class LiveProgress:
     def snapshot(self) -> dict[str, tuple[int, int]]:
         with self.lock:
             return dict(self.uploads)
-
-
-def secrets_of(config: Config) -> list[str]:
-    """Every secret the config holds, for the log redactor."""
-    api = config.api
-    secrets = [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
-    password = urlsplit(config.queue_url).password if config.queue_url else None
-    return secrets + ([unquote(password)] if password else [])
 
 
 def _relative(path: Path, folder: Path) -> str:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import socketserver
 import threading
 import time
@@ -599,3 +600,19 @@ def test_a_trickling_answer_hits_the_overall_deadline_and_counts_as_transient(he
         server.server_close()
     assert isinstance(caught.value, APIConnectionError)
     assert "no complete answer within 3s" in str(caught.value)
+
+
+def test_a_plain_http_client_loads_no_certificates_and_https_still_verifies(monkeypatch):
+    # Loading the CA bundle costs a tenth of a second on every start of `ingestd upload`, for nothing over http.
+    loaded: list[object] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counting(self, *args, **kwargs):
+        loaded.append(args or kwargs)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    StreamClient("http://127.0.0.1:9/api", token="test-token").close()
+    assert loaded == []
+    StreamClient("https://127.0.0.1:9/api", token="test-token").close()
+    assert loaded, "an https client checks the server's certificate"

@@ -1,6 +1,8 @@
 import random
 import shutil
 import struct
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -254,3 +256,14 @@ def test_rf64_sizes_come_from_ds64(tmp_path):
     assert is_complete(path) is False
     with pytest.raises(ProbeError, match="unsupported audio: long.wav is an RF64"):
         probe(path)
+
+
+def test_probing_a_wav_loads_only_the_wave_reader(tmp_path):
+    # `ingestd upload` probes one file per start: asked about every format, mutagen imports each format's module
+    # first (ASF, AC3, Musepack, …), a tenth of a second of every one-shot upload.
+    wav = write_wav(tmp_path / "take.wav", 0.5)
+    code = ("import sys; from pathlib import Path; from ingestd.probe import probe; info = probe(Path(sys.argv[1]));"
+            " print(info.format, *sorted(m for m in sys.modules if m.startswith('mutagen.')))")
+    out = subprocess.run([sys.executable, "-c", code, str(wav)], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "wave"
+    assert not {"mutagen.asf", "mutagen.ac3", "mutagen.musepack", "mutagen.oggvorbis", "mutagen.mp3"} & set(out[1:])

@@ -81,3 +81,12 @@ def test_upload_force_sends_content_that_was_uploaded_before(tmp_path, emulator)
     forced = upload(config, str(again), "--force")
     assert forced.returncode == 0, forced.stderr
     assert sorted(m["title"] for m in emulator.all_media()) == ["take", "take-again"]
+
+
+def test_the_one_shot_command_loads_none_of_the_daemons_machinery():
+    # Every start of `ingestd upload` pays for what it imports: the watcher (watchdog), metrics, sd_notify and
+    # the emulator's server are the daemon's and the tests', not the one-shot upload's.
+    code = "import sys, ingestd.cli as cli; cli.build_parser(); import ingestd.oneshot; print(*sys.modules)"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert "ingestd.oneshot" in loaded
+    assert not {"watchdog", "prometheus_client", "sdnotify", "ingestd.service", "ingestd.emulator._server"} & loaded

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ingestd.config import parse_size
 
-from ._server import Emulator
 from ._settings import Account, EmulatorSettings, Faults
 
 
@@ -73,6 +72,8 @@ def settings_from(args: argparse.Namespace) -> EmulatorSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit code."""
+    from ._server import Emulator  # here, not at the top: every ingestd command builds this module's arguments
+
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
