@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -279,6 +280,12 @@ def queue_counts(state_dir: Path) -> dict[str, int]:
             return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
     except sqlite3.OperationalError:
         return {}  # the daemon is still creating its tables
+
+
+def children_cpu() -> float:
+    """User plus system CPU time of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid: int) -> float:

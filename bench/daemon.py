@@ -13,14 +13,13 @@ copy appears, and renamed back out of the done folder afterwards.
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
-from . import (MIB, DaemonProcess, EmulatorProcess, Row, Scale, cpu_seconds, ingestd_command, log, mb_per_s, median,
+from . import (MIB, DaemonProcess, EmulatorProcess, Row, Scale, children_cpu, cpu_seconds, ingestd_command, log, mb_per_s, median,
                queue_counts, read_through, run_measured, wait_for, write_config, write_wav)
 from .profile import Sampler, describe, py_spy
 from .throughput import CHUNK, curl_recipe
@@ -38,16 +37,11 @@ def parts_window(state_dir: Path) -> float:
     return at["upload_finished"] - at["media_created"]
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _curl(run_dir: Path, base_url: str, source: Path) -> tuple[float, float]:
     (run_dir / "parts").mkdir()
-    before = _children_cpu()  # dd, md5sum and curl are reaped as they end; the emulator only after this
+    before = children_cpu()  # dd, md5sum and curl are reaped as they end; the emulator only after this
     window = curl_recipe(base_url, source, run_dir / "parts")
-    return window, _children_cpu() - before
+    return window, children_cpu() - before
 
 
 def _oneshot(run_dir: Path, base_url: str, source: Path) -> tuple[float, float]:
