@@ -328,3 +328,18 @@ def test_finished_jobs_are_pruned_after_the_window_and_live_ones_never(queue):
     assert queue.events(old_done.id) == []
     assert queue.get(recent.id).state == q.DONE and queue.get(live.id).state == q.RUNNING
     assert queue.prune_finished(cutoff) == 0
+
+
+def test_a_restart_takes_back_its_own_cut_short_sends_and_marks_those_of_removed_targets(queue):
+    queue.outbox_targets = (HOOK, CHAT)
+    ours, theirs = _enqueue(queue, "/in/a.mp3"), _enqueue(queue, "/in/b.mp3")
+    queue.finish(ours.id, q.FAILED, error="not audio")
+    queue.finish(theirs.id, q.FAILED, error="not audio")
+    for n in queue.due_notifications(HOOK.key):
+        assert queue.claim_notification(n, lease=600, node="here" if n.job_id == ours.id else "there")
+    assert queue.due_notifications(HOOK.key) == []
+    assert queue.release_notification_leases(node="here") == 1
+    assert [n.job_id for n in queue.due_notifications(HOOK.key)] == [ours.id]
+    # The chat left the config: its notifications are given up on, visibly, not left pending for ever.
+    assert queue.orphan_notifications({HOOK.key}) == 2
+    assert {n.last_error for n in queue.notifications(states=(q.UNDELIVERABLE,))} == {"its target is no longer in the config"}
