@@ -502,7 +502,8 @@ def _server_message(response: httpx.Response) -> str:
     except ValueError:
         payload = None
     if isinstance(payload, dict):
-        for key in ("message", "error", "status"):
+        # The API's {"status", "message"}, or RFC 7807 ProblemDetails {"type", "title", "detail"}.
+        for key in ("message", "detail", "error", "title", "status"):
             if isinstance(payload.get(key), str) and payload[key]:
                 return payload[key]
     text = response.text.strip()

@@ -529,6 +529,21 @@ def test_items_listed_under_media_and_a_200_on_create_are_accepted():
     assert [m.id for m in page.items] == ["m1"] and page.total == 1
 
 
+def test_answers_with_a_charset_and_problem_details_errors_are_understood():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, content=json.dumps({"status": "success", "data": _media_json("m2")}).encode(),
+                                  headers={"content-type": "application/json; charset=utf-8"})
+        return httpx.Response(400, json={"type": "about:blank", "title": "Bad Request", "status": 400,
+                                         "detail": "title: must not be empty"})
+
+    with _mock_client(handler) as client:
+        assert client.get_media("m2").id == "m2"
+        with pytest.raises(RejectedError) as caught:
+            client.create_media(_request())
+    assert caught.value.message == "title: must not be empty"
+
+
 def test_a_plain_retry_after_header_is_honoured():
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(429, json={"status": "error", "message": "slow down"}, headers={"Retry-After": "7"})
