@@ -265,13 +265,16 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
 
 
 def _retry(queue: q.JobQueue, job: q.Job) -> str:
-    from .filing import ERROR_SUFFIX, FilingError, move
+    from .filing import FilingError, move, report_path
 
     if job.state not in (q.FAILED, q.CANCELLED):
         raise CommandError(f"job {job.id[:12]} is {job.state}; only failed or cancelled jobs can be retried")
     source = Path(job.final_path) if job.final_path else Path(job.path)
     if not source.exists():
         raise CommandError(f"the file is no longer at {source}; drop it into the watched folder again instead")
+    if source != Path(job.path) and os.path.lexists(job.path):
+        raise CommandError(f"{job.path} already exists (a newer file?) and is never replaced; "
+                           f"move it away first, or copy {source} into the watched folder under another name")
     try:
         queue.requeue(job.id, path=job.path)
     except UniqueViolation:  # the live-path index refuses a second live job for the same file
@@ -282,9 +285,9 @@ def _retry(queue: q.JobQueue, job: q.Job) -> str:
         except FilingError as exc:
             queue.finish(job.id, job.state, error=str(exc))
             raise CommandError(str(exc)) from exc
-        source.with_name(source.name + ERROR_SUFFIX).unlink(missing_ok=True)
+        report_path(source, failed=True).unlink(missing_ok=True)
         st = os.stat(job.path)
-        queue.update(job.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+        queue.update(job.id, size=st.st_size, mtime_ns=q.storable(st.st_mtime_ns), inode=st.st_ino)
     return f"job {job.id[:12]} queued again: {job.path}"
 
 
@@ -297,6 +300,10 @@ def cmd_jobs_prune(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+# How long `jobs cancel` waits for a running upload to stop at its next part before saying it will.
+CANCEL_WAIT = 30.0
+
+
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
@@ -307,10 +314,19 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
         raise CommandError(f"job {job.id[:12]} is already {job.state}")
     claimed = queue.claim_job(job.id, q.worker_id("cli-cancel", config.node_name))
     if claimed is None:
-        raise CommandError(f"job {job.id[:12]} is being worked on right now; try again in a few seconds")
-    with _client(config) as client:
-        Pipeline(config, queue, client).cancel(claimed)
-    print(f"job {job.id[:12]} cancelled; the file is in {queue.get(job.id).final_path or 'place'}")
+        # A worker is uploading it: it stops after the part in flight, deletes the media and files the source.
+        queue.request_cancel(job.id)
+        deadline = time.monotonic() + CANCEL_WAIT
+        while (job := queue.get(job.id)).state in q.LIVE_STATES and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if job.state in q.LIVE_STATES:
+            print(f"job {job.id[:12]}: cancel requested; it stops after the part being sent (see `ingestd jobs show {job.id[:12]}`)")
+            return EX_OK
+    else:
+        with _client(config) as client:
+            Pipeline(config, queue, client).cancel(claimed)
+        job = queue.get(job.id)
+    print(f"job {job.id[:12]} {job.state}; the file is in {job.final_path or 'place'}")
     return EX_OK
 
 
@@ -497,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("prune", cmd_jobs_prune, "forget finished jobs (done, failed, cancelled, skipped) that ended long ago; "
               "the daemon does it by itself after state.keep_finished", parent=jobs)
     sub.add_argument("--older-than", type=_duration, required=True, metavar="DURATION", help="e.g. 30d, 12h")
-    add("cancel", cmd_jobs_cancel, "stop a queued or held job: delete its media, move the file to the failed folder", parent=jobs).add_argument("id")
+    add("cancel", cmd_jobs_cancel, "stop a job (an upload in progress stops after its current part): delete its media, move the file to the failed folder", parent=jobs).add_argument("id")
 
     queue = commands.add_parser("queue", help="the job queue's schema, and moving it to PostgreSQL").add_subparsers(
         dest="queue_command", metavar="ACTION", required=True)

@@ -456,7 +456,9 @@ def _disposition(name: str, filename: str | None = None) -> bytes:
     header = f'Content-Disposition: form-data; name="{name}"'
     if filename is not None:
         # RFC 7578 4.2 / WHATWG: escape what would end the quoted string or the header line.
-        escaped = filename.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+        # A name that is not UTF-8 goes out with U+FFFD for its odd bytes: the server only shows it.
+        escaped = filename.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        escaped = escaped.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
         header += f'; filename="{escaped}"'
     return header.encode() + b"\r\n"
 

@@ -743,6 +743,7 @@ def _cross_checks(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
     yield from _rule_clashes(rules)
     yield from _repeated_targets(_list(data.get("notify")))
     yield from _folder_clashes(_list(data.get("folders")))
+    yield from _state_dir_clashes(data.get("state_dir"), _list(data.get("folders")))
 
 
 def _template_errors(holder: dict[str, Any], where: str) -> Iterator[tuple[str, str]]:
@@ -817,3 +818,16 @@ def _folder_clashes(folders: list[Any]) -> Iterator[tuple[str, str]]:
                 if target.is_relative_to(path):
                     relation = "is" if target == path else "lies inside"
                     yield f"folders[{i}].{key}", f"{relation} the watched folder folders[{j}].path ({path}); finished files would be ingested again"
+                elif path.is_relative_to(target):
+                    yield (f"folders[{i}].{key}", f"contains the watched folder folders[{j}].path ({path}); filing into it "
+                           "would move files under the watched folder, and the watcher skips everything below it")
+
+
+def _state_dir_clashes(state_dir: Any, folders: list[Any]) -> Iterator[tuple[str, str]]:
+    if not isinstance(state_dir, str):
+        return
+    state = Path(os.path.realpath(state_dir))
+    for j, folder in enumerate(folders):
+        path = _dict(folder).get("path")
+        if isinstance(path, str) and state.is_relative_to(os.path.realpath(path)):
+            yield "state_dir", f"lies inside the watched folder folders[{j}].path ({path}); keep the queue outside what ingestd ingests"

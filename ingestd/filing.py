@@ -2,12 +2,15 @@
 
 The source is never removed before its copy is safe: a same-filesystem move is a
 rename; across filesystems the file is copied, fsynced, checked and only then
-unlinked. Each step can be repeated after a crash: a move whose source is gone
-and whose destination is complete counts as done.
+unlinked. No move ever replaces a file already at its destination. Each step can
+be repeated after a crash: a move whose source is gone and whose destination is
+complete counts as done.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -24,24 +27,59 @@ class FilingError(IngestdError):
     """The file could not be moved or its report written; the source is still where it was."""
 
 
+# The longest report suffix: every name ingestd files must leave room for it.
+_REPORT_ROOM = max(len(DONE_SUFFIX), len(ERROR_SUFFIX))
+
+
 def destination(dest_dir: Path, relpath: str, job_id: str) -> Path:
-    """Where a file goes: the same relative path, or a name tagged with the job id if that is taken."""
+    """Where a file goes: the same relative path, or a name tagged with the job id if that (or its report) is taken."""
     target = Path(dest_dir) / relpath
-    if not target.exists() and not target.is_symlink():
+    if not any(_taken(p) for p in (target, report_path(target, failed=False), report_path(target, failed=True))):
         return target
-    return target.with_name(f"{target.stem}.{job_id[:8]}{target.suffix}")
+    tag = f".{job_id[:8]}{target.suffix}"
+    stem = _fit(target.parent, target.stem, len(os.fsencode(tag)))
+    return target.with_name(stem + tag)
 
 
 def report_path(target: Path, *, failed: bool) -> Path:
-    return target.with_name(target.name + (ERROR_SUFFIX if failed else DONE_SUFFIX))
+    """The report beside ``target``; a name too long for one gets a shortened report name that still starts like it."""
+    suffix = ERROR_SUFFIX if failed else DONE_SUFFIX
+    return target.with_name(_fit(target.parent, target.name, _REPORT_ROOM) + suffix)
+
+
+def _temporary(path: Path, suffix: str) -> Path:
+    """A hidden name beside ``path`` for a file being written, short enough for the filesystem."""
+    return path.with_name("." + _fit(path.parent, path.name, len(suffix) + 1) + suffix)
+
+
+def _taken(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _name_max(directory: Path) -> int:
+    for candidate in (directory, *directory.parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except OSError:
+            continue
+    return 255
+
+
+def _fit(directory: Path, name: str, room: int) -> str:
+    """``name`` cut (on a character boundary) so that ``room`` more bytes still fit in the filesystem's name limit."""
+    limit = _name_max(directory) - room
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the JSON report atomically: a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _temporary(path, ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as out:
+        # A name that is not UTF-8 is written as JSON \udcXX escapes, which read back as the same name.
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as out:
             json.dump(report, out, indent=2, ensure_ascii=False, sort_keys=True)
             out.write("\n")
             out.flush()
@@ -53,30 +91,92 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
         raise FilingError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+class TargetExists(FilingError):
+    """Something is already at the destination: it is never replaced."""
+
+
 def move(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target`` without ever losing it."""
+    """Move ``source`` to ``target`` without ever losing it, and without ever replacing a file at ``target``."""
     if not source.exists() and not source.is_symlink():
         if target.exists():
             return  # moved before a crash; nothing left to do
         raise FilingError(f"{source} is gone and {target} does not exist")
+    if _taken(target) and _already_there(source, target):
+        # A crash came between the copy (or link) and removing the source: finish that move.
+        source.unlink()
+        _fsync_dir(source.parent)
+        return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(source, target)
+            rename_noreplace(source, target)
         except OSError as exc:
-            if exc.errno != 18:  # EXDEV: another filesystem
+            if exc.errno != errno.EXDEV:
                 raise
             _copy_then_unlink(source, target)
         _fsync_dir(target.parent)
         _fsync_dir(source.parent)
     except FilingError:
         raise
+    except FileExistsError:
+        raise TargetExists(f"cannot move {source}: {target} already exists and is never replaced") from None
     except OSError as exc:
         raise FilingError(f"cannot move {source} to {target.parent}: {exc.strerror or exc}") from exc
 
 
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """rename(2) that fails with FileExistsError instead of replacing ``target``.
+
+    renameat2(RENAME_NOREPLACE) makes the check and the rename one step; where the
+    filesystem does not offer it, a hard link (which never replaces) and an unlink do,
+    and where neither works, a check just before the rename is the best there is.
+    """
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(source), None, str(target))
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise
+        if _taken(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.rename(source, target)
+        return
+    os.unlink(source)
+
+
+def _already_there(source: Path, target: Path) -> bool:
+    """Whether ``target`` is ``source`` itself (a hard link) or a whole copy of it."""
+    try:
+        if os.path.samefile(source, target):
+            return True
+        if os.path.getsize(source) != os.path.getsize(target):
+            return False
+        with open(source, "rb") as a, open(target, "rb") as b:
+            while True:
+                chunk = a.read(1024 * 1024)
+                if chunk != b.read(1024 * 1024):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
+
+
 def _copy_then_unlink(source: Path, target: Path) -> None:
-    partial = target.with_name(f".{target.name}.ingestd-partial")
+    partial = _temporary(target, ".ingestd-partial")
     try:
         with open(source, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, 1024 * 1024)
@@ -85,7 +185,7 @@ def _copy_then_unlink(source: Path, target: Path) -> None:
         if partial.stat().st_size != source.stat().st_size:
             raise FilingError(f"copy of {source} to {target.parent} came out short")
         shutil.copystat(source, partial)
-        os.replace(partial, target)
+        rename_noreplace(partial, target)
     except BaseException:
         _discard(partial)
         raise

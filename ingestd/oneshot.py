@@ -76,25 +76,15 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
         mtime_ns=st.st_mtime_ns, inode=st.st_ino,
     )
     bar = ProgressBar()
-    last_status = None
     with StreamClient.from_config(config.api) as client:
         pipeline = Pipeline(config, queue, client, on_progress=bar.bytes, move_files=folder is not None)
-        while True:
-            claimed = queue.claim_job(job.id, owner)
-            if claimed is None:
-                job = queue.get(job.id)
-                if job.state in q.FINAL_STATES:
-                    break
-                time.sleep(0.5)  # the daemon holds this job's lease; let it finish its step
-                continue
-            pipeline.run(claimed, owner)
-            job = queue.get(job.id)
-            if job.state in q.FINAL_STATES or job.state == q.HELD:
-                break
-            if job.media_status and job.media_status != last_status:
-                last_status = job.media_status
-                bar.state(f"media {job.media_id}: {job.media_status}")
-            time.sleep(max(0.0, min(job.next_attempt_at - time.time(), 5.0)))
+        try:
+            job = _run_to_end(queue, pipeline, job, owner, bar)
+        except KeyboardInterrupt:
+            # Give the job back now, not when its lease runs out: the daemon (or the next upload) resumes it.
+            if queue.release_if_owned(job.id, owner):
+                bar.state(f"interrupted: job {job.id[:12]} is queued again and resumes where it stopped")
+            return 130
     deliver_now(queue, config, job.id)
     if job.state == q.DONE:
         media = job.media_body or {}
@@ -106,3 +96,25 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
     reason = job.held_reason if job.state == q.HELD else job.error
     bar.state(f"{job.state}: {reason}")
     return 1
+
+
+def _run_to_end(queue: q.JobQueue, pipeline: Pipeline, job: q.Job, owner: str, bar: ProgressBar) -> q.Job:
+    """Run the job in the foreground until it ends or is held; the daemon may run some of its steps meanwhile."""
+    last_status = None
+    while True:
+        claimed = queue.claim_job(job.id, owner)
+        if claimed is None:
+            job = queue.get(job.id)
+            if job.state in q.FINAL_STATES:
+                break
+            time.sleep(0.5)  # the daemon holds this job's lease; let it finish its step
+            continue
+        pipeline.run(claimed, owner)
+        job = queue.get(job.id)
+        if job.state in q.FINAL_STATES or job.state == q.HELD:
+            break
+        if job.media_status and job.media_status != last_status:
+            last_status = job.media_status
+            bar.state(f"media {job.media_id}: {job.media_status}")
+        time.sleep(max(0.0, min(job.next_attempt_at - time.time(), 5.0)))
+    return job

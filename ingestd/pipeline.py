@@ -12,6 +12,7 @@ repeated complete is settled by reading the media's status.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import stat
@@ -63,9 +64,10 @@ class JobHeld(Exception):
 class _Reschedule(Exception):
     """Not an error: the job has nothing to do until ``delay`` has passed (e.g. between status polls)."""
 
-    def __init__(self, delay: float, event: str):
+    def __init__(self, delay: float, event: str, reason: str | None = None):
         self.delay = delay
         self.event = event
+        self.reason = reason  # shown as the job's error while it waits, when the wait needs explaining
 
 
 class Breaker:
@@ -119,7 +121,8 @@ class Progress:
 class Pipeline:
     def __init__(self, config: Config, queue: q.JobQueue, client: StreamClient, *, breaker: Breaker | None = None,
                  on_progress: Callable[[str, int, int], None] | None = None, rng: random.Random | None = None,
-                 stopping: threading.Event | None = None, move_files: bool = True):
+                 stopping: threading.Event | None = None, move_files: bool = True,
+                 former_folders: dict[str, FolderConfig] | None = None):
         self.config = config
         self.queue = queue
         self.client = client
@@ -133,6 +136,8 @@ class Pipeline:
         # The lease this thread works under (outcomes reach filing from many places), and jobs whose lease was lost.
         self._held = threading.local()
         self._lost: set[str] = set()
+        # Folders a reload removed: a job already under way there is still filed into that folder's own done/failed.
+        self.former_folders = former_folders or {}
 
     # -- entry point -------------------------------------------------------
 
@@ -158,6 +163,8 @@ class Pipeline:
                     return
                 bound = bound.bind(stage=job.stage, media_id=job.media_id)
                 stage = job.stage
+                if job.cancel_requested and job.outcome != q.CANCELLED:
+                    raise _Cancel
                 steps[stage](job, owner, bound)
                 job = self.queue.get(job.id)
                 if job.stage != stage and job.attempts > 1:
@@ -166,8 +173,14 @@ class Pipeline:
                     job.attempts = 1
         except _Stop:
             pass
+        except _Cancel:
+            bound.info("job_cancelling")
+            try:
+                self.cancel(self.queue.get(job.id))
+            except (APIError, filing.FilingError) as exc:
+                bound.warning("cancel_unfinished", error=str(exc))
         except _Reschedule as wait:
-            self.queue.release(job.id, delay=wait.delay, refund_attempt=True, event=wait.event)
+            self.queue.release(job.id, delay=wait.delay, refund_attempt=True, event=wait.event, error=wait.reason)
         except JobHeld as held:
             bound.warning("job_held", reason=held.reason)
             self.queue.hold(job.id, held.reason, recheck_after=held.recheck_after)
@@ -182,6 +195,9 @@ class Pipeline:
         except filing.FilingError as exc:
             bound.error("filing_failed", error=str(exc))
             self.queue.release(job.id, delay=self._filing_retry(), error=str(exc), refund_attempt=True, event="filing_blocked")
+        except Exception as exc:
+            # A bug, or the machine (EMFILE, ENOMEM): retried like a transient error, and never for ever.
+            self._unexpected(self.queue.get(job.id), exc, bound)
 
     # -- stages ------------------------------------------------------------
 
@@ -201,10 +217,11 @@ class Pipeline:
             self.queue.finish(job.id, q.SKIPPED, outcome="not_a_file", error="no longer a regular file; ignored")
             bound.warning("not_a_regular_file_ignored")
             raise _Stop
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (job.size, job.mtime_ns, job.inode):
+        if _stat_key(st) != _job_key(job):
             # Written to again after it looked settled: wait for it to settle anew.
-            self.queue.update(job.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, event="file_changed")
+            self.queue.update(job.id, **_stat_fields(st), event="file_changed")
             raise _Reschedule(self._settle(job), "waiting_for_file_to_settle")
+        self._check_movable(path, folder)
         if st.st_size == 0:
             raise JobFailed("the file is empty (0 bytes)", hint="export or copy the file again")
         max_size = self.config.upload.max_file_size
@@ -236,8 +253,8 @@ class Pipeline:
                         request=rendered.request.body(), publish_when_done=int(rendered.make_public_when_done),
                         quality_names=rendered.quality_names, duration=audio.duration,
                         chunk_size=upload.chunk_size, part_index_base=upload.part_index_base)
-        earlier, content_key = (self._earlier_upload_of_same_content(job, path, upload.chunk_size)
-                                if self.config.duplicates == "skip" else (None, None))
+        earlier, content_key = (self._duplicate_of(job, path, upload.chunk_size) if self.config.duplicates == "skip"
+                                else (None, None))
         prepared["content_key"] = content_key
         if earlier is not None:
             self.queue.update(job.id, **prepared, event="prepared", detail={"rule": rendered.rule})
@@ -246,27 +263,42 @@ class Pipeline:
         self._check_budget(rendered.quality_names, audio.duration, bound)
         self.queue.update(job.id, **prepared, stage=q.CREATE, event="prepared", detail={"rule": rendered.rule})
 
-    def _earlier_upload_of_same_content(self, job: q.Job, path: Path, chunk_size: int) -> tuple[q.Job | None, str | None]:
-        """An earlier job with the same content, and this file's content key when it had to be computed.
+    def _check_movable(self, path: Path, folder: FolderConfig | None) -> None:
+        """Hold a file that could be published but never filed: ingestd may not take it out of its folder."""
+        if not self.move_files or folder is None or os.access(path.parent, os.W_OK | os.X_OK):
+            return
+        raise JobHeld(f"permissions: ingestd cannot move files out of {path.parent} (the folder is not writable for it);"
+                      f" make it writable for ingestd, e.g. `chmod g+w` with the ingest group, and the file goes on by itself",
+                      self._filing_retry())
+
+    def _duplicate_of(self, job: q.Job, path: Path, chunk_size: int) -> tuple[q.Job | None, str | None]:
+        """A published job with the same content whose media is still there and done, and this file's content key.
 
         The key is a digest of the per-part MD5s (the ones the server acknowledges), so an upload yields it
-        for free; this file is read for it only when an earlier job has the same size. An earlier job
-        still uploading has no key yet and is compared against its file on disk.
+        for free; this file is read for it only when another job has the same size. While an identical file
+        ahead of this one is still on its way, this one waits for its outcome: a copy of a file that then
+        fails is uploaded after all, never filed as done.
         """
-        if not self.queue.has_earlier_of_size(job.size, job.id):
+        if not self.queue.has_other_of_size(job.size, job.id):
             return None, None
         layout = _layout(plan_parts(job.size, chunk_size))
         md5s = _part_md5s(path, layout)
         key = _content_key(layout, md5s)
-        earlier = self.queue.earlier_job_with_content(key, job.id)
-        if earlier is None:
-            for uploading in self.queue.uploading_jobs_of_size(job.size, job.id):
-                try:
-                    if _part_md5s(Path(uploading.path), layout) == md5s:
-                        return uploading, key
-                except OSError:
-                    continue
-        return earlier, key
+        for other in self.queue.live_jobs_of_size(job.size, job.id):
+            if _ahead_of(other, job) and _same_content(other, key, layout, md5s):
+                raise _Reschedule(max(self.config.upload.poll_interval, 0.5), "waiting_for_identical_file",
+                                  reason=f"waiting for job {other.id[:12]} ({other.relpath}), which has the same content")
+        for earlier in self.queue.done_jobs_with_content(key, job.id):
+            if self._media_still_done(earlier.media_id):
+                return earlier, key
+        return None, key
+
+    def _media_still_done(self, media_id: str) -> bool:
+        """Whether an earlier upload still stands on the service (it may have been deleted from the dashboard)."""
+        try:
+            return self.client.get_media(media_id).status == "done"
+        except NotFoundError:
+            return False
 
     def _plan(self, job: q.Job) -> list[tuple[int, int, int]]:
         """The job's parts as (index, start, length), in the layout fixed when it was prepared."""
@@ -340,6 +372,8 @@ class Pipeline:
                     raise _Reschedule(0.0, "checkpointed_for_shutdown")
                 if job.id in self._lost:
                     raise _Stop
+                if self.queue.cancel_requested(job.id):
+                    raise _Cancel
                 def advance(n: int) -> None:
                     crashpoints.reach("during_part")
                     with lock:
@@ -366,12 +400,19 @@ class Pipeline:
         content_key = _content_key(_layout(plan), [md5s[i] for i, _, _ in plan])
         if self.config.duplicates == "skip":
             earlier = self.queue.claim_content(job.id, content_key)
-            if earlier is not None:
-                # The same content finished uploading elsewhere first (another worker or host): one media is kept.
+            if earlier is not None and earlier.state in q.LIVE_STATES:
+                # The same content finished uploading elsewhere first (another worker or host): see how it ends.
+                raise _Reschedule(max(self.config.upload.poll_interval, 0.5), "waiting_for_identical_file",
+                                  reason=f"waiting for job {earlier.id[:12]} ({earlier.relpath}), which has the same content")
+            if earlier is not None and earlier.state == q.DONE and self._media_still_done(earlier.media_id):
+                # One media is kept: this upload is the duplicate.
                 self._delete_media(job.media_id, bound)
                 self.queue.update(job.id, content_key=content_key)
                 self._skip_duplicate(self.queue.get(job.id), earlier, bound)
                 raise _Stop
+            if earlier is not None:
+                # The earlier upload no longer stands (its media was deleted): this one takes its place.
+                self.queue.hand_content_over(content_key, from_job=earlier.id, to_job=job.id)
         self.queue.update(job.id, stage=q.COMPLETE, content_key=content_key,
                           event="upload_finished", detail={"parts": len(plan)})
         sent = sum(part.length for part in todo)
@@ -449,8 +490,7 @@ class Pipeline:
         failed = job.outcome in (q.FAILED, q.CANCELLED)
         folder = self._folder(job)
         if folder is None and not self.move_files:
-            self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome,
-                              report=self._error_report(job) if failed else self._done_report(job))
+            self._finish(job, bound)
             return
         dest_dir = self._dest_dir(job, folder, failed)
         target = Path(job.final_path) if job.final_path else filing.destination(dest_dir, job.relpath, job.id)
@@ -460,11 +500,10 @@ class Pipeline:
             # Deleted here, at the one stage every failure passes through, so a lost DELETE is retried with the job.
             self._delete_media(job.media_id, bound)
         source = Path(job.path)
-        if not source.exists() and not source.is_symlink() and not target.exists():
+        if not os.path.lexists(source) and not target.exists():
             # Deleted by someone while it was ours: nothing to move, and a report beside nothing would mislead.
             bound.warning("file_vanished_before_filing")
-            self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), outcome=job.outcome,
-                              report=self._error_report(job) if failed else self._done_report(job))
+            self._finish(job, bound)
             return
         owner = owner or getattr(self._held, "owner", "")
         if owner and not self.queue.renew(job.id, owner):
@@ -472,17 +511,56 @@ class Pipeline:
             bound.warning("lease_lost_before_filing")
             self._lost.add(job.id)
             return
+        if os.path.lexists(source) and not _is_jobs_file(source, job):
+            if target.exists():
+                bound.info("filed_before_restart", moved_to=str(target))
+                self._finish(job, bound, final_path=str(target))
+                return
+            # Replaced since it was uploaded: this outcome is the old file's; the new one is the watcher's to queue.
+            self.queue.update(job.id, final_path=None, event="file_replaced_before_filing")
+            bound.warning("file_replaced_before_filing")
+            self._finish(job, bound)
+            return
         report = self._error_report(job) if failed else self._done_report(job)
-        filing.file_away(source=source, sidecar=Path(job.sidecar) if job.sidecar else None, target=target,
-                         report=report, failed=failed)
+        try:
+            filing.file_away(source=source, sidecar=Path(job.sidecar) if job.sidecar else None, target=target,
+                             report=report, failed=failed)
+        except filing.TargetExists:
+            # Someone put a file where this one was going: choose another name next time, never replace theirs.
+            self.queue.update(job.id, final_path=None, event="destination_taken")
+            raise
         crashpoints.reach("after_move")
         # The report travels with the job's end into the outbox: notifications say what the file beside it says.
-        self.queue.finish(job.id, _FINAL_STATE.get(job.outcome, q.DONE), final_path=str(target), outcome=job.outcome,
-                          report=report)
+        self._finish(job, bound, final_path=str(target), report=report)
         if failed:
             bound.error("job_failed", reason=job.error, moved_to=str(target))
         else:
             bound.info("job_done", moved_to=str(target), media_id=job.media_id)
+
+    def _finish(self, job: q.Job, bound, *, final_path: str | None = None, report: dict[str, Any] | None = None) -> None:
+        state = _FINAL_STATE.get(job.outcome, q.DONE)
+        if report is None:
+            report = self._error_report(job) if job.outcome in (q.FAILED, q.CANCELLED) else self._done_report(job)
+        self.queue.finish(job.id, state, final_path=final_path, outcome=job.outcome, report=report)
+        if job.outcome in (q.DONE, "duplicate") or state == q.DONE:
+            self._supersede_failures(job, bound)
+
+    def _supersede_failures(self, job: q.Job, bound) -> None:
+        """A success clears the failures of earlier tries of the same file: they no longer need anyone's attention."""
+        for old in self.queue.superseded_failures(job):
+            report = filing.report_path(Path(old.final_path), failed=True) if old.final_path else None
+            note = f"superseded by job {job.id} (media {job.media_id}), which published the file"
+            self.queue.finish(old.id, q.SKIPPED, outcome="superseded", error=note)
+            if report is None or not report.exists():
+                continue
+            try:
+                if os.path.lexists(old.final_path):
+                    # The failed copy is still there: its report now says why it can go.
+                    filing.write_report(report, json.loads(report.read_text()) | {"status": "superseded", "reason": note})
+                else:
+                    report.unlink()
+            except (OSError, ValueError, filing.FilingError) as exc:
+                bound.warning("superseded_report_not_updated", report=str(report), error=str(exc))
 
     # -- outcomes ----------------------------------------------------------
 
@@ -515,8 +593,8 @@ class Pipeline:
 
     def _skip_duplicate(self, job: q.Job, earlier: q.Job, bound) -> None:
         bound.info("duplicate_skipped", earlier_job=earlier.id, earlier_media_id=earlier.media_id)
-        self.queue.update(job.id, stage=q.FILE, outcome="duplicate", media_id=None,
-                          error=f"same content as job {earlier.id} (media {earlier.media_id or 'not created yet'}); not uploaded again")
+        self.queue.update(job.id, stage=q.FILE, outcome="duplicate", media_id=None, media=earlier.media,
+                          error=f"same content as job {earlier.id} (media {earlier.media_id}); not uploaded again")
         self._file(self.queue.get(job.id), "", bound)
 
     def _auth_refused(self, job: q.Job, exc: AuthError, bound) -> None:
@@ -557,6 +635,26 @@ class Pipeline:
         bound.warning("transient_error", error=str(exc), retry_in=round(delay, 2), api_outage=outage)
         self.queue.release(job.id, delay=delay, error=str(exc), refund_attempt=outage)
 
+    def _unexpected(self, job: q.Job, exc: Exception, bound) -> None:
+        reason = f"unexpected error in the {job.stage} step: {type(exc).__name__}: {str(exc)[:300]}"
+        bound.exception("job_unexpected_error", error=reason)
+        upload = self.config.upload
+        if job.attempts < upload.max_attempts:
+            delay = min(upload.retry_delay_max, upload.retry_delay * 2 ** max(job.attempts - 1, 0))
+            self.queue.release(job.id, delay=delay, error=reason)
+            return
+        failure = JobFailed(f"gave up after {job.attempts} attempts; last error: {reason}")
+        if job.stage == q.FILE:
+            # Failing goes through filing too: when that is what breaks, record the outcome without moving.
+            self.queue.finish(job.id, q.FAILED, error=failure.reason, outcome=q.FAILED)
+            bound.error("job_failed_unfiled", reason=failure.reason)
+            return
+        try:
+            self._fail(job, failure, bound)
+        except Exception:
+            bound.exception("job_failed_unfiled", reason=failure.reason)
+            self.queue.finish(job.id, q.FAILED, error=failure.reason, outcome=q.FAILED)
+
     def _delete_media(self, media_id: str, bound) -> None:
         """Delete a media of ours; gone already is fine, any other failure is the caller's to retry."""
         try:
@@ -583,13 +681,13 @@ class Pipeline:
             st = os.stat(job.path, follow_symlinks=False)
         except FileNotFoundError:
             raise JobFailed("the file disappeared during its upload") from None
-        if (st.st_size, st.st_mtime_ns, st.st_ino) == (job.size, job.mtime_ns, job.inode):
+        if _stat_key(st) == _job_key(job):
             return
         bound.warning("file_changed_during_upload")
         if job.media_id:
             self._delete_media(job.media_id, bound)
         self.queue.forget_parts(job.id)
-        self.queue.update(job.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, media_id=None, create_sent=0,
+        self.queue.update(job.id, **_stat_fields(st), media_id=None, create_sent=0,
                           stage=q.PREPARE, event="restarted_file_changed")
         raise _Reschedule(self._settle(job), "waiting_for_file_to_settle")
 
@@ -600,7 +698,7 @@ class Pipeline:
         return min(FILING_RETRY, self.config.upload.retry_delay_max)
 
     def _folder(self, job: q.Job) -> FolderConfig | None:
-        return next((f for f in self.config.folders if str(f.path) == job.root), None)
+        return next((f for f in self.config.folders if str(f.path) == job.root), self.former_folders.get(job.root))
 
     def _settle(self, job: q.Job) -> float:
         folder = self._folder(job)
@@ -608,7 +706,7 @@ class Pipeline:
 
     def _dest_dir(self, job: q.Job, folder: FolderConfig | None, failed: bool) -> Path:
         if folder is None:
-            # The folder left the config since the job began: file beside the state dir rather than lose it.
+            # The folder left the config before this daemon started: file beside the state dir rather than lose it.
             return Path(self.config.state_dir) / ("failed" if failed else "done")
         return folder.failed_dir if failed else folder.done_dir
 
@@ -622,7 +720,8 @@ class Pipeline:
             "size": job.size,
         }
         if job.outcome == "duplicate":
-            report.update(status="duplicate", reason=job.error)
+            report.update(status="duplicate", reason=job.error, media_id=media.get("id"),
+                          title=media.get("title"), assets=media.get("assets") or {})
             return report
         report.update(
             status=media.get("status", job.media_status),
@@ -690,6 +789,45 @@ def _layout_of(size: int, acked: list[tuple[int, int, int]]) -> tuple[int, int] 
         if start + length < size and start % length == 0:
             return length, index - start // length
     return None
+
+class _Cancel(Exception):
+    """The operator cancelled this job while it ran: it stops at the next part or step."""
+
+
+def _ahead_of(other: q.Job, job: q.Job) -> bool:
+    """Whether ``other`` goes first: it is past preparing, or was queued earlier (the id breaks ties)."""
+    return other.stage != q.PREPARE or (other.created_at, other.id) < (job.created_at, job.id)
+
+
+def _same_content(other: q.Job, key: str, layout: tuple[tuple[int, int], ...], md5s: list[str]) -> bool:
+    if other.content_key:
+        return other.content_key == key
+    try:
+        return _part_md5s(Path(other.path), layout) == md5s
+    except OSError:
+        return False
+
+
+def _is_jobs_file(path: Path, job: q.Job) -> bool:
+    """Whether ``path`` still holds the file the job was about (not a newer one moved over it)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return _stat_key(st) == _job_key(job)
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, q.storable(st.st_mtime_ns), st.st_ino
+
+
+def _job_key(job: q.Job) -> tuple[int, int, int]:
+    return job.size, job.mtime_ns, job.inode
+
+
+def _stat_fields(st: os.stat_result) -> dict[str, int]:
+    size, mtime_ns, inode = _stat_key(st)
+    return {"size": size, "mtime_ns": mtime_ns, "inode": inode}
 
 
 def _content_key(layout: tuple[tuple[int, int], ...], md5s: list[str]) -> str:

@@ -151,13 +151,25 @@ ALTER TABLE outbox ADD COLUMN first_tried_at DOUBLE PRECISION;
     """
 ALTER TABLE outbox ADD COLUMN lease_node TEXT;
 """,
+    # An operator's cancel of a job in progress, which its worker carries out between two parts.
+    """
+ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+# Columns are 64-bit signed integers; a file's stat can exceed them (an mtime in the year 2446).
+INT64_MAX = 2**63 - 1
+
+
+def storable(value: int) -> int:
+    return min(value, INT64_MAX)
+
+
 @dataclass(frozen=True)
 class NewFile:
-    """A ready file, as it is enqueued."""
+    """A ready file, as it is enqueued; with ``failure``, it goes straight to the failed folder with that reason."""
 
     path: str
     root: str
@@ -166,6 +178,7 @@ class NewFile:
     mtime_ns: int
     inode: int
     sidecar: str | None = None
+    failure: str | None = None
 
 
 @dataclass
@@ -209,6 +222,7 @@ class Job:
     chunk_size: int | None = None
     part_index_base: int | None = None
     node: str | None = None
+    cancel_requested: int = 0
     acked_parts: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -401,36 +415,42 @@ class JobQueue:
         rows = self._rows("SELECT at, event, detail FROM events WHERE job_id = ? ORDER BY id", (job_id,))
         return [{"at": r["at"], "event": r["event"], "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
-    def has_earlier_of_size(self, size: int, job_id: str) -> bool:
+    def has_other_of_size(self, size: int, job_id: str) -> bool:
+        """Whether any other live or done job has this size: only then can this file be a duplicate."""
         row = self._row(
-            "SELECT 1 FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held','done')"
-            " AND stage != 'prepare' LIMIT 1", (size, job_id))
+            "SELECT 1 FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held','done') LIMIT 1",
+            (size, job_id))
         return row is not None
 
-    def earlier_job_with_content(self, content_key: str, job_id: str) -> Job | None:
-        """An uploaded, uploading or published job with the same content key, for duplicate detection."""
-        row = self._row(
-            "SELECT * FROM jobs WHERE content_key = ? AND id != ? AND state IN ('queued','running','held','done')"
-            " AND stage != 'prepare' AND COALESCE(outcome, 'done') = 'done' ORDER BY created_at LIMIT 1",
+    def done_jobs_with_content(self, content_key: str, job_id: str) -> list[Job]:
+        """Published jobs with the same content key, oldest first, for duplicate detection."""
+        return self._jobs(self._rows(
+            "SELECT * FROM jobs WHERE content_key = ? AND id != ? AND state = 'done' AND COALESCE(outcome, 'done') = 'done'"
+            " AND media_id IS NOT NULL ORDER BY created_at, id",
             (content_key, job_id),
-        )
-        return self._job(row)
+        ))
 
-    def uploading_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
-        """Jobs of this size still creating or uploading, whose content key is not known yet: the few in flight."""
-        rows = self._rows(
+    def live_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
+        """Other jobs of this size still on their way (any stage, failures excepted): the few in flight."""
+        return self._jobs(self._rows(
             "SELECT * FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held')"
-            " AND stage IN ('create','upload') AND content_key IS NULL ORDER BY created_at",
+            " AND COALESCE(outcome, 'done') NOT IN ('failed', 'cancelled') ORDER BY created_at, id",
             (size, job_id),
-        )
-        return self._jobs(rows)
+        ))
+
+    def superseded_failures(self, done: Job) -> list[Job]:
+        """Earlier failed tries of the file a done job published: the same path in the same folder."""
+        return self._jobs(self._rows(
+            "SELECT * FROM jobs WHERE root = ? AND relpath = ? AND id != ? AND state = 'failed' AND created_at <= ?",
+            (done.root, done.relpath, done.id, done.created_at),
+        ))
 
     # -- writing -----------------------------------------------------------
 
     def enqueue(self, *, path: str, root: str, relpath: str, size: int, mtime_ns: int, inode: int,
-                sidecar: str | None = None) -> Job | None:
+                sidecar: str | None = None, failure: str | None = None) -> Job | None:
         """A new job for a ready file; None when a live job already holds that path."""
-        added = self.enqueue_many([NewFile(path, root, relpath, size, mtime_ns, inode, sidecar)])
+        added = self.enqueue_many([NewFile(path, root, relpath, size, mtime_ns, inode, sidecar, failure)])
         return self.get(added[0][0]) if added else None
 
     def enqueue_many(self, files: list["NewFile"]) -> list[tuple[str, "NewFile"]]:
@@ -440,13 +460,15 @@ class JobQueue:
         with self._write() as db:
             for f in files:
                 job_id = uuid.uuid4().hex
+                stage, outcome = (FILE, FAILED) if f.failure else (PREPARE, None)
                 cursor = db.execute(
-                    "INSERT INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage,"
-                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, f.mtime_ns, f.inode, QUEUED, PREPARE, now, now),
+                    "INSERT INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage, outcome, error,"
+                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, storable(f.mtime_ns), f.inode, QUEUED, stage,
+                     outcome, f.failure, now, now),
                 )
                 if cursor.rowcount:
-                    self._event(db, job_id, "enqueued", {"path": f.path, "size": f.size})
+                    self._event(db, job_id, "enqueued", {"path": f.path, "size": f.size, "failure": f.failure})
                     added.append((job_id, f))
         return added
 
@@ -495,6 +517,12 @@ class JobQueue:
                        (content_key, job_id))
             holder = db.execute("SELECT job_id FROM contents WHERE content_key = ?", (content_key,)).fetchone()[0]
         return None if holder == job_id else self.get(holder)
+
+    def hand_content_over(self, content_key: str, *, from_job: str, to_job: str) -> bool:
+        """Make ``to_job`` the content's one job in place of ``from_job``, whose upload no longer stands."""
+        with self._write() as db:
+            return db.execute("UPDATE contents SET job_id = ? WHERE content_key = ? AND job_id = ?",
+                              (to_job, content_key, from_job)).rowcount == 1
 
     def take_back(self, *, node: str | None) -> int:
         """Start-up: queue again the running jobs a previous run left (of this node only, when hosts share the queue)."""
@@ -556,6 +584,33 @@ class JobQueue:
                 db.execute("UPDATE jobs SET bytes_sent = 0 WHERE id = ?", (job_id,))
             else:
                 db.executemany("DELETE FROM parts WHERE job_id = ? AND idx = ?", [(job_id, i) for i in indexes])
+
+    def release_if_owned(self, job_id: str, owner: str) -> bool:
+        """Give back a job this owner still leases (an interrupted `ingestd upload`), to run again at once."""
+        now = time.time()
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL, next_attempt_at = ?,"
+                " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = ?"
+                " WHERE id = ? AND lease_owner = ? AND state = 'running'",
+                (now, now, job_id, owner),
+            )
+            if cursor.rowcount:
+                self._event(db, job_id, "released_interrupted", {"owner": owner})
+        return cursor.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the worker running a live job to cancel it between two parts; False when the job is no longer live."""
+        with self._write() as db:
+            cursor = db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
+                                " AND state IN ('queued', 'running', 'held')", (time.time(), job_id))
+            if cursor.rowcount:
+                self._event(db, job_id, "cancel_requested", None)
+        return cursor.rowcount == 1
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self._row("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+        return bool(row and row[0])
 
     def release(self, job_id: str, *, delay: float, error: str | None = None, refund_attempt: bool = False,
                 event: str = "retry_scheduled") -> None:
@@ -636,7 +691,8 @@ class JobQueue:
             db.execute(
                 "UPDATE jobs SET state = 'queued', stage = ?, path = ?, attempts = 0, content_key = NULL, next_attempt_at = 0, media_id = NULL,"
                 " create_sent = 0, media_status = NULL, media = NULL, error = NULL, held_reason = NULL, outcome = NULL,"
-                " final_path = NULL, bytes_sent = 0, transcode_started = NULL, finished_at = NULL, updated_at = ?"
+                " final_path = NULL, bytes_sent = 0, transcode_started = NULL, finished_at = NULL, cancel_requested = 0,"
+                " updated_at = ?"
                 " WHERE id = ?",
                 (stage, path, now, job_id),
             )

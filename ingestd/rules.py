@@ -234,7 +234,9 @@ def _nfc(text: str) -> str:
 
 
 def _printable(text: str) -> str:
-    """A file name as text for a title: NFC, control characters (a newline in a name) turned into spaces."""
+    """A file name as text for a title: NFC, control characters (a newline in a name) turned into spaces,
+    bytes that are not UTF-8 shown as U+FFFD."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return "".join(" " if unicodedata.category(c) == "Cc" else c for c in _nfc(text))
 
 

@@ -117,6 +117,7 @@ class Service:
         self._arrivals_pending = 0
         self._enqueuer: threading.Thread | None = None
         self.breaker = Breaker.for_upload(config.upload)
+        self._folders_seen = {str(f.path): f for f in config.folders}
         self.queue = q.open_queue(config, max_connections=config.upload.workers + 8)
         self.metrics = Metrics()
         self.metrics.watch(self)
@@ -145,7 +146,11 @@ class Service:
     # -- wiring ------------------------------------------------------------
 
     def _pipeline(self, config: Config, client: StreamClient) -> Pipeline:
-        return Pipeline(config, self.queue, client, breaker=self.breaker, on_progress=self.progress.update, stopping=self.stopping)
+        self._folders_seen.update({str(f.path): f for f in config.folders})
+        current = {str(f.path) for f in config.folders}
+        former = {path: f for path, f in self._folders_seen.items() if path not in current}
+        return Pipeline(config, self.queue, client, breaker=self.breaker, on_progress=self.progress.update, stopping=self.stopping,
+                        former_folders=former)
 
     def _watcher(self, config: Config) -> Watcher:
         return Watcher(config.folders, on_ready=self._on_ready, on_stalled=self._on_stalled, is_complete=is_complete)
@@ -179,11 +184,7 @@ class Service:
             files = [q.NewFile(str(r.path), str(r.folder.path), _relative(r.path, r.folder.path), r.size, r.mtime_ns,
                                r.inode, str(r.sidecar) if r.sidecar else None) for r in batch]
             try:
-                added = self.queue.enqueue_many(files)
-            except Exception:
-                # The files stay on disk; the next rescan offers them again.
-                log.exception("enqueue_failed", files=len(files))
-                added = []
+                added = self._enqueue(files)
             finally:
                 with self._arrivals_lock:
                     self._arrivals_pending -= len(batch)
@@ -197,17 +198,42 @@ class Service:
             if added:
                 self.work_available.set()
 
+    def _enqueue(self, files: list[q.NewFile]) -> list[tuple[str, q.NewFile]]:
+        """Queue a batch in one transaction; when that fails, file by file, so one bad file cannot hold up the rest."""
+        try:
+            added = self.queue.enqueue_many(files)
+            if len(added) < len(files):
+                self._wait_for_earlier_jobs(files, added)
+            return added
+        except Exception:
+            if len(files) == 1:
+                # Not queued, so not handed on: the watcher looks at it again (a full state disk clears up).
+                log.exception("enqueue_failed", path=files[0].path)
+                self.watcher.offer_again(files[0].path)
+                return []
+            log.exception("enqueue_batch_failed", files=len(files))
+        return [added for f in files for added in self._enqueue([f])]
+
+    def _wait_for_earlier_jobs(self, files: list[q.NewFile], added: list[tuple[str, q.NewFile]]) -> None:
+        """A file refused because a live job holds its path is either that job's own file, or a newer file moved
+        over it: the newer one is looked at again until that job ends, then queued in its own right."""
+        queued = {f.path for _, f in added}
+        for f in files:
+            job = None if f.path in queued else self.queue.live_job_for(f.path)
+            if job is not None and (job.size, job.mtime_ns, job.inode) != (f.size, q.storable(f.mtime_ns), f.inode):
+                log.info("file_waits_for_earlier_job", path=f.path, job_id=job.id)
+                self.watcher.offer_again(f.path)
+
     def _on_stalled(self, path: Path, folder, reason: str) -> None:
         try:
             st = os.stat(path, follow_symlinks=False)
         except OSError:
             return
-        job = self.queue.enqueue(path=str(path), root=str(folder.path), relpath=str(path.relative_to(folder.path)),
-                                 size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
-        if job is not None:
-            # Straight to filing: the file goes to the failed folder with the watcher's reason.
-            self.queue.update(job.id, stage=q.FILE, outcome=q.FAILED, error=reason, event="stalled", detail={"reason": reason})
-            log.warning("file_stalled", job_id=job.id, path=str(path), reason=reason)
+        # Straight to filing: the file goes to the failed folder with the watcher's reason.
+        added = self._enqueue([q.NewFile(str(path), str(folder.path), str(path.relative_to(folder.path)), st.st_size,
+                                         st.st_mtime_ns, st.st_ino, failure=reason)])
+        for job_id, _ in added:
+            log.warning("file_stalled", job_id=job_id, path=str(path), reason=reason)
             self.work_available.set()
 
     # -- lifecycle ---------------------------------------------------------

@@ -159,6 +159,7 @@ class Watcher:
         self._candidates: dict[str, _Candidate] = {}
         # Keyed by the path's text: kept for every file handed on, so it must stay small.
         self._reported: dict[str, _Reported] = {}
+        self._offered_again: set[str] = set()
         self._skipped: set[Path] = set()
         self._nudges = _Nudges()
         # Counts sidecar events: a sidecar lookup served by a listing is good only while this is unchanged.
@@ -657,8 +658,21 @@ class Watcher:
         with self._lock:
             if self._candidates.get(c.path) is c:
                 del self._candidates[c.path]
-            self._reported[c.path] = _Reported(inode=c.key[2], mtime_ns=c.key[1], folder=c.watch.folder.path,
-                                               at=time.monotonic())
+            if c.path in self._offered_again:
+                self._offered_again.discard(c.path)  # its job could not be recorded: judged afresh
+            else:
+                self._reported[c.path] = _Reported(inode=c.key[2], mtime_ns=c.key[1], folder=c.watch.folder.path,
+                                                   at=time.monotonic())
+
+    def offer_again(self, path: str) -> None:
+        """Judge ``path`` afresh: it was handed on but got no job (the queue could not record it, or a job for an
+        older file at the same path is still under way)."""
+        watch = next((w for w in self._watches if Path(path).is_relative_to(w.folder.path)), None)
+        with self._lock:
+            if self._reported.pop(path, None) is None:
+                self._offered_again.add(path)  # still being handed on: not to be marked as reported
+            if watch is not None:
+                self._nudges.files[Path(path)] = watch
 
 
 class _EventHandler(FileSystemEventHandler):
