@@ -93,7 +93,7 @@ def run_demo(*, keep: bool = False) -> int:
     root = Path(tempfile.mkdtemp(prefix="ingestd-demo-"))
     emulator = Emulator(
         EmulatorSettings(accounts=[Account(token=DEMO_TOKEN, public_key="demo-public", secret_key="demo-secret-key")],
-                         transcode_delay=2.0),
+                         transcode_delay=2.0, strict_official=True),  # the demo speaks only proven forms too
         data_dir=root / "emulator",
     ).start()
     service = None

@@ -49,3 +49,18 @@ def test_arguments_become_settings():
     assert settings.accounts[0].balance_usd == 3.0
     with pytest.raises(SystemExit):
         parser.parse_args(["--fail-rate", "1.5"])
+
+
+def test_strict_official_refuses_what_no_official_client_sends(tmp_path: Path):
+    process = subprocess.Popen([sys.executable, "-m", "ingestd", "emulator", "--port", "0", "--data", str(tmp_path), "--strict-official"],
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        base_url = process.stdout.readline().strip()
+        pair = {"stream-public-key": "test-public", "stream-secret-key": "test-secret"}
+        assert httpx.post(f"{base_url}/media", json={}, headers=pair).status_code == 401
+        assert httpx.post(f"{base_url}/media", json={}, headers=pair, auth=("test-public", "test-secret")).status_code == 200
+        bare = httpx.post(f"{base_url}/media", json={"status": "done"}, auth=("test-public", "test-secret"))
+        assert bare.status_code == 400 and bare.json()["message"].startswith("status")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
