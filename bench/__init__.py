@@ -288,6 +288,18 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """User plus system CPU time so far of each thread of a running process, by thread id."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        times[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a running process has used so far."""
     with open(f"/proc/{pid}/stat") as stat:
