@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingestd import queue as q
@@ -20,6 +22,7 @@ from ingestd.service import Service
 from ingestd.status_server import StatusServer
 
 from .daemon import Daemon, drop, jobs_in, make_config, wait_for
+from .png import read_png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -129,15 +132,101 @@ def test_status_page_in_a_browser(tmp_path, emulator):
         assert daemon.stop() == 0
     dom = result.stdout
     assert "<title>ingestd status</title>" in dom, result.stderr[-2000:]
-    assert re.search(r'<tr id="count-done"><td>done</td><td>1</td></tr>', dom)
-    assert re.search(r'<tr id="count-failed"><td>failed</td><td>1</td></tr>', dom)
+    assert re.search(r'<tr id="count-done"><td data-label="state">done</td><td data-label="jobs">1</td></tr>', dom)
+    assert re.search(r'<tr id="count-failed"><td data-label="state">failed</td><td data-label="jobs">1</td></tr>', dom)
     # The file name is text, not markup: the browser made no <draft> element of it.
     assert "notes &lt;draft&gt;.mp3" in dom
     assert "<draft>" not in dom
     assert "good &amp; proper.wav" in dom
     reason = failed.error.split(" — ")[0]
     assert reason and reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in dom
-    assert f"<td>{tmp_path / 'inbox'}</td><td>watching</td>" in dom
+    assert f'<td data-label="folder">{tmp_path / "inbox"}</td><td data-label="state">watching</td>' in dom
+
+
+def chromium(url: str, profile, *, width: int, height: int, screenshot=None) -> str:
+    """The page as headless Chromium renders it in a window of this size: its DOM, and a screenshot if asked."""
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+            f"--user-data-dir={profile}", f"--window-size={width},{height}"]
+    args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+    result = subprocess.run([*args, url], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def a_page_of_everything(tmp_path, emulator, port: int) -> Service:
+    """A service whose queue holds one job in every situation the page shows, and an optional share not mounted."""
+    path = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
+    data = yaml.safe_load(path.read_text())
+    data["folders"].append({"path": str(tmp_path / "nas"), "optional": True, "done_dir": str(tmp_path / "nas-done"),
+                            "failed_dir": str(tmp_path / "nas-failed")})
+    path.write_text(yaml.safe_dump(data))
+    service = Service(load_config(path))
+    queue = service.queue
+    inbox = tmp_path / "inbox"
+
+    def job(name: str) -> q.Job:
+        return queue.enqueue(path=str(inbox / name), root=str(inbox), relpath=name, size=12 * 2**20, mtime_ns=1,
+                             inode=hash(name) % 10**6)
+
+    published = job("shows/mytalk/mytalk_ep12.wav")
+    queue.update(published.id, media_id="m-12", media=json.dumps(
+        {"id": "m-12", "title": "Mytalk <12> & friends", "assets": {"hls_player_url": "https://player.example/m-12?a=1&b=2"}}))
+    queue.finish(published.id, q.DONE)
+    held = job("shows/pricey/a-very-long-file-name-that-a-phone-must-wrap-rather-than-cut-off-at-the-edge.wav")
+    queue.hold(held.id, "budget: transcoding costs $0.0042, more than upload.max_cost_usd ($0.001)")
+    uploading = job("uploading-now.wav")
+    queue.claim_job(uploading.id, q.worker_id("worker-0"))
+    service.progress.update(uploading.id, 3 * 2**20, 12 * 2**20)
+    job("waiting-its-turn.wav")
+    failed = job("notes.mp3")
+    queue.update(failed.id, error="not audio: no known format in the first bytes")
+    queue.finish(failed.id, q.FAILED)
+    return service
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_status_page_on_a_desktop_and_on_a_phone(tmp_path, emulator):
+    port = _free_port()
+    service = a_page_of_everything(tmp_path, emulator, port)
+    service.watcher.start()
+    server = StatusServer(service.config.status.listen, service)
+    server.start()
+    url, profile = f"http://127.0.0.1:{port}/", tmp_path / "chromium-profile"
+    try:
+        dom = chromium(url, profile, width=390, height=844)
+        shots = {}
+        # Windows tall enough to hold the whole page, so the screenshots show all of it.
+        for name, (width, height) in {"desktop": (1280, 1100), "phone": (390, 2200)}.items():
+            shots[name] = tmp_path / f"status-{name}.png"
+            chromium(url, profile, width=width, height=height, screenshot=shots[name])
+    finally:
+        server.stop()
+        service.watcher.stop()
+        service.client.close()
+
+    # The title links to the player; the title is text, the URL an attribute.
+    assert '<a href="https://player.example/m-12?a=1&amp;b=2">Mytalk &lt;12&gt; &amp; friends</a>' in dom
+    # One section for what is under way: the upload with its bar, and the job waiting its turn.
+    progress = dom[dom.index('id="in-progress"'):dom.index('id="held"')]
+    assert "uploading-now.wav" in progress and "waiting-its-turn.wav" in progress
+    assert '<progress max="12582912" value="3145728"></progress> 25% of 12.0MiB' in progress
+    assert "<h2>Uploading</h2>" not in dom
+    # A held job says why, and what to do about it.
+    held = dom[dom.index('id="held"'):]
+    assert "more than upload.max_cost_usd ($0.001)" in held
+    assert "top up the account balance or raise upload.max_cost_usd" in held
+    assert f'<td data-label="folder">{tmp_path / "nas"}</td><td data-label="state">missing (optional' in dom
+
+    for name, shot in shots.items():
+        width, height, rows = read_png(shot)
+        assert (width, height) == ((1280, 1100) if name == "desktop" else (390, 2200)), name
+        white = (255, 255, 255)
+        ink = sum(1 for row in rows[::4] for pixel in row[::4] if pixel != white)
+        assert ink > 500, f"{name}: the screenshot is (nearly) blank"
+        # Nothing runs off the right edge: the last columns are page margin, on every line of the screen.
+        edge = [(y, row[x]) for y, row in enumerate(rows) for x in range(width - 6, width) if row[x] != white]
+        assert not edge, f"{name}: content cut off at the right edge (first at y={edge[0][0]}), see {shot}"
 
 
 def _threads_and_fds(pid: int) -> tuple[int, int]:
