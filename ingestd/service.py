@@ -353,6 +353,8 @@ class Service:
             status_server = self._status_server(config) if listen_changes else self.status_server
         except OSError as exc:
             problem = f"status.listen: cannot listen on {config.status.listen}: {exc.strerror or exc}"
+            if self.status_server is not None and _port(self.status_server.listen) == _port(config.status.listen):
+                problem += " (the running listener holds that port; a restart applies the new address)"
             log.error("reload_refused", problem=problem, kept="the old config, whole")
             self.notifier.notify(f"READY=1\nSTATUS=reload refused: {problem}; old config kept")
             return False
@@ -475,6 +477,10 @@ class Service:
                 return
             if event == "reload":
                 self.reload(config_path)
+
+
+def _port(listen: str | None) -> str:
+    return (listen or "").rpartition(":")[2]
 
 
 def run(config_path: Path) -> int:

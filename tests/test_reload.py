@@ -166,3 +166,19 @@ def test_a_reload_whose_status_listen_is_taken_is_refused_whole(tmp_path, emulat
     assert '"config_reloaded"' not in daemon.log()
     [media] = emulator.all_media()
     assert media["title"] == "after", "no part of the refused config was applied"
+
+
+def test_a_reload_onto_a_folder_another_daemon_watches_is_refused(tmp_path, emulator):
+    other_root = tmp_path / "other"
+    other = make_config(other_root, emulator.base_url)
+    config = make_config(tmp_path, emulator.base_url)
+    with Daemon(other) as holder, Daemon(config) as daemon:
+        wait_for(lambda: '"ready"' in holder.log() and '"ready"' in daemon.log(), what="both daemons ready")
+        _edit(config, lambda data: data["folders"].append(yaml.safe_load(other.read_text())["folders"][0]))
+        _reload(daemon, '"reload_refused"')
+        assert daemon.proc.poll() is None
+        _drop(tmp_path / "inbox", "mine.wav")
+        wait_for(lambda: _done_count(tmp_path) == 1, what="upload under the old config")
+        assert daemon.stop() == 0 and holder.stop() == 0
+    [refused] = [line for line in daemon.log().splitlines() if '"reload_refused"' in line]
+    assert f"{other_root / 'inbox'} is already watched by ingestd pid {holder.proc.pid}" in refused
