@@ -245,7 +245,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
-    """Bring failed or cancelled files back from the failed folder and queue them again."""
+    """Bring failed or cancelled files (or a skipped duplicate) back and queue them again."""
     queue = _queue(_load(args))
     if args.all_failed == (args.id is not None):
         raise CommandError("give a job id, or --all-failed")
@@ -267,8 +267,9 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
 def _retry(queue: q.JobQueue, job: q.Job) -> str:
     from .filing import FilingError, move, report_path
 
-    if job.state not in (q.FAILED, q.CANCELLED):
-        raise CommandError(f"job {job.id[:12]} is {job.state}; only failed or cancelled jobs can be retried")
+    duplicate = job.state == q.SKIPPED and job.outcome == "duplicate"
+    if job.state not in (q.FAILED, q.CANCELLED) and not duplicate:
+        raise CommandError(f"job {job.id[:12]} is {job.state}; only failed, cancelled or duplicate jobs can be retried")
     source = Path(job.final_path) if job.final_path else Path(job.path)
     if not source.exists():
         raise CommandError(f"the file is no longer at {source}; drop it into the watched folder again instead")
@@ -285,7 +286,7 @@ def _retry(queue: q.JobQueue, job: q.Job) -> str:
         except FilingError as exc:
             queue.finish(job.id, job.state, error=str(exc))
             raise CommandError(str(exc)) from exc
-        report_path(source, failed=True).unlink(missing_ok=True)
+        report_path(source, failed=not duplicate).unlink(missing_ok=True)
         st = os.stat(job.path)
         queue.update(job.id, size=st.st_size, mtime_ns=q.storable(st.st_mtime_ns), inode=st.st_ino)
     return f"job {job.id[:12]} queued again: {job.path}"
@@ -507,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--state", action="append", choices=q.ALL_STATES, help="only jobs in this state (repeatable)")
     sub.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     add("show", cmd_jobs_show, "one job with its history", json_flag=True, parent=jobs).add_argument("id", help="job id or unique prefix")
-    sub = add("retry", cmd_jobs_retry, "move a failed file back from the failed folder and queue it again", parent=jobs)
+    sub = add("retry", cmd_jobs_retry, "move a failed file (or a skipped duplicate, say of a media deleted since) back and queue it again", parent=jobs)
     sub.add_argument("id", nargs="?", help="job id or unique prefix")
     sub.add_argument("--all-failed", action="store_true", help="every failed job whose file is still in its failed folder")
     sub = add("prune", cmd_jobs_prune, "forget finished jobs (done, failed, cancelled, skipped) that ended long ago; "

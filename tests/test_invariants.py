@@ -5,6 +5,7 @@ Each test drives the real daemon against the real emulator with real files; its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from ingestd import queue as q
 
 from .audio import write_wav
 from .daemon import Daemon, drop, jobs_in, make_config, queue_of, wait_for
+from .test_chaos import small_filesystem  # noqa: F401 (a fixture)
 
 FAST = {"retry_delay": 0.05, "retry_delay_max": 0.5, "outage_pause": 0.3}
 
@@ -376,3 +378,46 @@ def test_ctrl_c_in_upload_releases_the_lease_at_once(tmp_path, emulator):
             upload.wait()
     [job] = queue_of(tmp_path).list()
     assert job.state == q.QUEUED and job.lease_owner is None
+
+
+def test_jobs_retry_uploads_a_duplicate_whose_media_was_deleted(tmp_path, emulator):
+    from ingestd.client import StreamClient
+
+    config = make_config(tmp_path, emulator.base_url)
+    with Daemon(config) as daemon:
+        content = drop(tmp_path, "first.wav").read_bytes()
+        [first] = _only(tmp_path, q.DONE)
+        (tmp_path / "staging" / "copy.wav").write_bytes(content)
+        os.rename(tmp_path / "staging" / "copy.wav", tmp_path / "inbox" / "copy.wav")
+        [copy] = _only(tmp_path, q.SKIPPED)
+        with StreamClient(emulator.base_url, token="test-token") as client:
+            client.delete_media(first.media_id)
+        result = ingestd(config, "jobs", "retry", copy.id[:12])
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: queue_of(tmp_path).get(copy.id).state == q.DONE, timeout=30, what="the copy uploaded")
+        assert daemon.stop() == 0
+    again = queue_of(tmp_path).get(copy.id)
+    assert [m["id"] for m in emulator.all_media()] == [again.media_id]
+    assert emulator.media_file(again.media_id).read_bytes() == content
+    report = json.loads((tmp_path / "done" / "copy.wav.ingestd.json").read_text())
+    assert report["media_id"] == again.media_id and report["status"] == "done"
+
+
+def test_files_that_arrive_while_the_state_disk_is_full_are_queued_once_there_is_room(tmp_path, emulator, small_filesystem):
+    config = make_config(tmp_path, emulator.base_url, state_dir=str(small_filesystem / "state"))
+    with Daemon(config) as daemon:
+        wait_for(lambda: "ready" in daemon.log(), what="daemon ready")
+        filler = small_filesystem / "filler"
+        with open(filler, "wb") as out:  # every byte the disk has left
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * 65536)
+                    out.flush()
+        for n in range(3):
+            drop(tmp_path, f"ep{n}.wav", seconds=0.3, freq=300.0 + 100 * n)
+        wait_for(lambda: "enqueue_failed" in daemon.log(), timeout=30, what="queueing to hit the full disk")
+        filler.unlink()
+        queue = q.JobQueue(q.queue_path(small_filesystem / "state"))
+        wait_for(lambda: len(queue.list(states=(q.DONE,))) == 3, timeout=60, what="all three done once there is room")
+        assert daemon.stop() == 0
+    assert sorted(p.name for p in (tmp_path / "done").glob("*.wav")) == ["ep0.wav", "ep1.wav", "ep2.wav"]

@@ -343,3 +343,18 @@ def test_a_restart_takes_back_its_own_cut_short_sends_and_marks_those_of_removed
     # The chat left the config: its notifications are given up on, visibly, not left pending for ever.
     assert queue.orphan_notifications({HOOK.key}) == 2
     assert {n.last_error for n in queue.notifications(states=(q.UNDELIVERABLE,))} == {"its target is no longer in the config"}
+
+
+def test_a_name_that_is_not_utf8_round_trips(queue):
+    name = "/in/caf" + b"\xe9".decode("utf-8", "surrogateescape") + ".wav"  # as os.fsdecode gives it
+    job = _enqueue(queue, path=name)
+    queue.update(job.id, final_path=name.replace("/in/", "/done/"), error=f"cannot move {name}")
+    again = queue.get(job.id)
+    assert again.path == name and again.relpath == name.removeprefix("/in/")
+    assert again.final_path == "/done/caf\udce9.wav" and name in again.error
+    assert queue.live_job_for(name).id == job.id
+
+
+def test_an_mtime_beyond_64_bits_is_stored_clamped(queue):
+    job = queue.enqueue(path="/in/future.wav", root="/in", relpath="future.wav", size=10, mtime_ns=2**64, inode=2)
+    assert queue.get(job.id).mtime_ns == q.INT64_MAX

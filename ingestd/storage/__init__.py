@@ -65,6 +65,22 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+# A file name that is not UTF-8 reaches Python with its odd bytes as lone surrogates (U+DC80–U+DCFF), which
+# neither engine's text can hold. They are stored as the private-use characters U+F0080–U+F00FF and turned
+# back on reading, so such a file is queued, uploaded and filed like any other.
+_TO_TEXT = str.maketrans({chr(c): chr(0xF0000 + c - 0xDC00) for c in range(0xDC80, 0xDD00)})
+_FROM_TEXT = str.maketrans({chr(0xF0000 + c - 0xDC00): chr(c) for c in range(0xDC80, 0xDD00)})
+
+
+def to_text(value: object) -> object:
+    """A value as the store keeps it (see above)."""
+    return value.translate(_TO_TEXT) if isinstance(value, str) and not value.isascii() else value
+
+
+def from_text(value: object) -> object:
+    return value.translate(_FROM_TEXT) if isinstance(value, str) and not value.isascii() else value
+
+
 def redact(url: str) -> str:
     """A queue URL without its password, for messages and the status page."""
     return re.sub(r"(://[^:/@]*:)\S*@", r"\1***@", url)

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from . import StoreError, UniqueViolation, newer_schema, redact, split_statements
+from . import StoreError, UniqueViolation, from_text, newer_schema, redact, split_statements, to_text
 
 # Any constant will do, as long as every ingestd uses the same one: it serialises migrations across hosts.
 _MIGRATION_LOCK = 0x696E676573746400  # "ingestd\0"
@@ -40,7 +40,7 @@ def _rows(cursor: psycopg.Cursor[Any]) -> Any:
     index = {column.name: n for n, column in enumerate(cursor.description or ())}
 
     def make(values: Sequence[Any]) -> Row:
-        row = Row(values)
+        row = Row(from_text(v) for v in values)
         row._index = index
         return row
 
@@ -61,11 +61,11 @@ class _Connection:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if not args:
             return self._conn.execute(sql)
-        return self._conn.execute(_placeholders(sql), tuple(args))
+        return self._conn.execute(_placeholders(sql), tuple(to_text(a) for a in args))
 
     def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cursor = self._conn.cursor()
-        cursor.executemany(_placeholders(sql), [tuple(a) for a in args])
+        cursor.executemany(_placeholders(sql), [tuple(to_text(v) for v in a) for a in args])
         return cursor
 
 

@@ -12,34 +12,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import UniqueViolation, newer_schema, split_statements
-
-
-# A file name that is not UTF-8 reaches Python with its odd bytes as lone surrogates (U+DC80–U+DCFF), which
-# SQLite text cannot hold. They are stored as the private-use characters U+F0080–U+F00FF and turned back on
-# reading, so such a file is queued, uploaded and filed like any other.
-_TO_DB = str.maketrans({chr(c): chr(0xF0000 + c - 0xDC00) for c in range(0xDC80, 0xDD00)})
-_FROM_DB = str.maketrans({chr(0xF0000 + c - 0xDC00): chr(c) for c in range(0xDC80, 0xDD00)})
-
-
-def _to_db(value: object) -> object:
-    return value.translate(_TO_DB) if isinstance(value, str) and not value.isascii() else value
-
-
-def _from_db(value: object) -> object:
-    return value.translate(_FROM_DB) if isinstance(value, str) and not value.isascii() else value
+from . import UniqueViolation, from_text, newer_schema, split_statements, to_text
 
 
 class _Connection(sqlite3.Connection):
     def execute(self, sql: str, parameters: Sequence[object] = (), /) -> sqlite3.Cursor:  # type: ignore[override]
-        return super().execute(sql, tuple(_to_db(p) for p in parameters))
+        return super().execute(sql, tuple(to_text(p) for p in parameters))
 
     def executemany(self, sql: str, seq: object, /) -> sqlite3.Cursor:  # type: ignore[override]
-        return super().executemany(sql, [tuple(_to_db(p) for p in params) for params in seq])  # type: ignore[attr-defined]
+        return super().executemany(sql, [tuple(to_text(p) for p in params) for params in seq])  # type: ignore[attr-defined]
 
 
 def _row(cursor: sqlite3.Cursor, row: tuple[object, ...]) -> sqlite3.Row:
-    return sqlite3.Row(cursor, tuple(_from_db(v) for v in row))
+    return sqlite3.Row(cursor, tuple(from_text(v) for v in row))
 
 
 class SqliteStore:
