@@ -11,6 +11,8 @@ checks the invariants ingestd promises (README "What it promises", docs/architec
 - I3 once: at most one done media per content, and no media that no job knows.
 - I4 never stuck: no job runs without a live lease owner; every job ends or says why it waits.
 - I5 true reports: every report's media exists on the server, is done, and holds exactly the file's bytes.
+- I6 told: every event of every job that ended or was held (done, failed, duplicate, held) reached the
+  notification target at least once, with its job's id and event in INGESTD_EVENT_ID.
 
 The model only records what the simulated people did; everything else is read from disk, the queue and the
 emulator. ``World`` sets the daemon up, ``Model`` remembers, ``check_invariants`` judges: extend the events in
@@ -26,6 +28,7 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,7 +52,7 @@ def digest(data: bytes) -> str:
 
 
 class InvariantViolation(AssertionError):
-    """An invariant does not hold; the message names it (I1…I5) and what broke it."""
+    """An invariant does not hold; the message names it (I1…I6) and what broke it."""
 
 
 # -- the world: folders, emulator, daemon ---------------------------------------------------------
@@ -63,8 +66,16 @@ class World:
         self.emulator = Emulator(fast_settings(faults=Faults(seed=seed)), data_dir=root / "emulator").start()
         upload = {"workers": 2, "max_attempts": 6, "retry_delay": 0.05, "retry_delay_max": 0.4, "outage_pause": 0.3,
                   "poll_interval": 0.1}
+        # A real program as the notification target, recording every event it is told (I6).
+        self.told_path = root / "told.log"
+        recorder = root / "tell.py"
+        recorder.write_text("import os, sys\nwith open(sys.argv[1], 'a') as out:\n"
+                            "    out.write(os.environ['INGESTD_EVENT_ID'] + '\\n')\n")
+        notify = [{"command": [sys.executable, str(recorder), str(self.told_path)],
+                   "events": ["done", "failed", "duplicate", "held"]}]
         self.config = make_config(root, self.emulator.base_url, upload=upload,
-                                  folder={"settle": 0.2, "max_wait": 3, "sidecar": "off"}, **(config or {}))
+                                  folder={"settle": 0.2, "max_wait": 3, "sidecar": "off"},
+                                  **({"notify": notify} | (config or {})))
         self.daemon = Daemon(self.config)
         self.inbox, self.done, self.failed = root / "inbox", root / "done", root / "failed"
 
@@ -97,6 +108,17 @@ class World:
         queue = self.queue()
         try:
             return queue.list(limit=1_000_000)
+        finally:
+            queue.close()
+
+    def told(self) -> set[str]:
+        """The event ids the notification target has heard, repeats folded."""
+        return set(self.told_path.read_text().split()) if self.told_path.exists() else set()
+
+    def notifications_pending(self) -> int:
+        queue = self.queue()
+        try:
+            return len(queue.notifications(states=(q.PENDING,)))
         finally:
             queue.close()
 
@@ -140,7 +162,7 @@ def _audio_files(folder: Path) -> list[Path]:
 
 
 def check_invariants(world: World, model: Model) -> Counter:
-    """Check I1–I5 at a quiescent point; return how many checks of each passed, raise InvariantViolation otherwise."""
+    """Check I1–I6 at a quiescent point; return how many checks of each passed, raise InvariantViolation otherwise."""
     passed: Counter = Counter()
     jobs = world.jobs()
     live = {j.path: j for j in jobs if j.state in q.LIVE_STATES}
@@ -220,12 +242,30 @@ def check_invariants(world: World, model: Model) -> Counter:
     for key, ids in by_content.items():
         if len(ids) > 1:
             raise InvariantViolation(f"I3: content {key} is published {len(ids)} times: {ids}")
+
+    # I6: every job's events were told at least once (a cancelled or ignored job raises none).
+    told = world.told()
+    queue = world.queue()
+    try:
+        for job in jobs:
+            owed = {q.DONE: ["done"], q.FAILED: ["failed"]}.get(job.state, ["duplicate"] if job.outcome == "duplicate" else [])
+            if any(e["event"] == "held" for e in queue.events(job.id)):
+                owed.append("held")
+            for event in owed:
+                if f"{job.id}:{event}" not in told:
+                    raise InvariantViolation(f"I6: job {job.id} ({job.relpath}, {job.state}) raised {event!r}, which "
+                                             f"its notification target never heard")
+                passed["I6"] += 1
+    finally:
+        queue.close()
     return passed
 
 
 def wait_quiescent(world: World, timeout: float = 90.0) -> None:
     """Until no job runs or waits to run and every audio file in the inbox has an outcome or a reason to wait (I4)."""
     def quiet() -> bool:
+        if world.notifications_pending():
+            return False
         jobs = world.jobs()
         if any(j.state == q.RUNNING or (j.state == q.QUEUED and not (j.error and j.error.startswith("waiting")))
                for j in jobs):
@@ -243,7 +283,8 @@ def wait_quiescent(world: World, timeout: float = 90.0) -> None:
         if time.monotonic() > deadline:
             stuck = [(j.id[:8], j.relpath, j.state, j.stage, j.error) for j in world.jobs() if j.state in q.LIVE_STATES]
             waiting = [str(p.relative_to(world.inbox)) for p in _audio_files(world.inbox)]
-            raise InvariantViolation(f"I4: not quiescent after {timeout:.0f}s; live jobs {stuck}; inbox {waiting}")
+            raise InvariantViolation(f"I4: not quiescent after {timeout:.0f}s; live jobs {stuck}; inbox {waiting}; "
+                                     f"notifications pending {world.notifications_pending()}")
         time.sleep(0.2)
 
 

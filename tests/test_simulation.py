@@ -1,4 +1,4 @@
-"""The invariants I1–I5 under random sequences of events: tests/sim.py drives the real daemon and emulator.
+"""The invariants I1–I6 under random sequences of events: tests/sim.py drives the real daemon and emulator.
 
 The short form runs in the suite. The long form runs by hand:
 
