@@ -12,37 +12,12 @@ from .log import secrets_of
 from . import queue as q
 from .client import StreamClient
 from .config import Config, RuleMatch, format_size
+from .cli import visible
 from .errors import IngestdError
 from .pipeline import Pipeline
+from .progress import UploadProgress
 from .notify import deliver_now, outbox_targets
 from .notify import secrets_of as notify_secrets
-
-
-class ProgressBar:
-    """Bytes, rate and ETA on one line of stderr, then the transcoding state."""
-
-    def __init__(self, stream=sys.stderr, width: int = 30):
-        self.stream = stream
-        self.width = width
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-
-    def bytes(self, job_id: str, sent: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.last_draw < 0.1 and sent < total:
-            return
-        self.last_draw = now
-        elapsed = max(now - self.started, 1e-6)
-        rate = sent / elapsed
-        eta = (total - sent) / rate if rate > 0 else 0
-        filled = int(self.width * sent / total) if total else self.width
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {format_size(sent)}/{format_size(total)}"
-                          f"  {format_size(rate)}/s  ETA {eta:4.0f}s ")
-        self.stream.flush()
-
-    def state(self, text: str) -> None:
-        self.stream.write(f"\r{text:<70}\n")
-        self.stream.flush()
 
 
 def _config_for_rule(config: Config, rule_name: str | None) -> Config:
@@ -75,30 +50,44 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
         path=str(path), root=str(root), relpath=str(path.relative_to(root)), size=st.st_size,
         mtime_ns=st.st_mtime_ns, inode=st.st_ino,
     )
-    bar = ProgressBar()
+    bar = UploadProgress(visible(path.name))
     with StreamClient.from_config(config.api) as client:
         pipeline = Pipeline(config, queue, client, on_progress=bar.bytes, move_files=folder is not None)
         try:
             job = _run_to_end(queue, pipeline, job, owner, bar)
         except KeyboardInterrupt:
+            bar.close(finished=False)
             # Give the job back now, not when its lease runs out: the daemon (or the next upload) resumes it.
-            if queue.release_if_owned(job.id, owner):
-                bar.state(f"interrupted: job {job.id[:12]} is queued again and resumes where it stopped")
+            queue.release_if_owned(job.id, owner)
+            bar.line(_interrupted(queue.get(job.id), path))
             return 130
     deliver_now(queue, config, job.id)
+    bar.close(finished=job.state == q.DONE)
     if job.state == q.DONE:
         media = job.media_body or {}
-        bar.state(f"done: media {job.media_id} ({media.get('title', '')})")
+        bar.line(visible(f"done: media {job.media_id} ({media.get('title', '')})"))
         for key in ("hls_url", "dash_url", "hls_player_url"):
             if (media.get("assets") or {}).get(key):
                 print(f"{key}: {media['assets'][key]}")
         return 0
     reason = job.held_reason if job.state == q.HELD else job.error
-    bar.state(f"{job.state}: {reason}")
+    bar.line(visible(f"{job.state}: {reason}"))
     return 1
 
 
-def _run_to_end(queue: q.JobQueue, pipeline: Pipeline, job: q.Job, owner: str, bar: ProgressBar) -> q.Job:
+def _interrupted(job: q.Job | None, path: Path) -> str:
+    """What Ctrl-C left behind, and how to go on from there."""
+    if job is None or job.state in q.FINAL_STATES:
+        return "interrupted"
+    resume = (f"run `ingestd upload {path}` again to resume from there "
+              "(a running daemon on this queue resumes it by itself)")
+    if not job.media_id:
+        return visible(f"interrupted before anything was uploaded; job {job.id[:12]} is kept in the queue: {resume}")
+    return visible(f"interrupted: kept media {job.media_id} and {len(job.acked_parts)} uploaded part(s) "
+                   f"({format_size(job.bytes_sent)} of {format_size(job.size)}); {resume}")
+
+
+def _run_to_end(queue: q.JobQueue, pipeline: Pipeline, job: q.Job, owner: str, bar: UploadProgress) -> q.Job:
     """Run the job in the foreground until it ends or is held; the daemon may run some of its steps meanwhile."""
     last_status = None
     while True:
@@ -115,6 +104,6 @@ def _run_to_end(queue: q.JobQueue, pipeline: Pipeline, job: q.Job, owner: str, b
             break
         if job.media_status and job.media_status != last_status:
             last_status = job.media_status
-            bar.state(f"media {job.media_id}: {job.media_status}")
+            bar.transcoding(job.media_id, job.media_status)
         time.sleep(max(0.0, min(job.next_attempt_at - time.time(), 5.0)))
     return job

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+import time
+import uuid
+
+import pytest
 
 from ingestd import queue as q
+from ingestd.emulator import Faults
 
 from .audio import write_wav, write_wav_of_size
-from .daemon import make_config, queue_of
+from .daemon import make_config, queue_of, wait_for
 
 MIB = 1024 * 1024
 
@@ -30,9 +38,12 @@ def test_multi_part_upload_with_progress_waits_for_transcoding(tmp_path, emulato
     assert emulator.media_file(media["id"]).read_bytes() == source.read_bytes()
     assert len([r for r in emulator.requests if r.path.endswith("/part") and r.status == 200]) == 3
     assert result.stdout.splitlines() == [f"{key}: {media['assets'][key]}" for key in ("hls_url", "dash_url", "hls_player_url")]
-    assert "12.0MiB/12.0MiB" in result.stderr and "ETA" in result.stderr
-    assert f"media {media['id']}: transcoding" in result.stderr
-    assert f"done: media {media['id']}" in result.stderr
+    # Into a pipe, no redraws: each of the bar and the spinner is written once, as its summary.
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, lines
+    assert re.fullmatch(r"upload master\.wav ━+ 12\.0/12\.0 MiB [\d.]+ [kM]?B/s \d\d:\d\d", lines[0]), lines[0]
+    assert re.fullmatch(rf"✓ media {media['id']}: transcoded \d:\d\d:\d\d", lines[1]), lines[1]
+    assert lines[2] == f"done: media {media['id']} (master)"
     assert source.exists(), "a file outside the watched folders stays where it is"
     [job] = queue_of(tmp_path).list()
     assert job.state == q.DONE and job.media_id == media["id"]
@@ -90,3 +101,93 @@ def test_the_one_shot_command_loads_none_of_the_daemons_machinery():
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert "ingestd.oneshot" in loaded
     assert not {"watchdog", "prometheus_client", "sdnotify", "ingestd.service", "ingestd.emulator._server"} & loaded
+
+
+class Terminal:
+    """A real terminal: a tmux server of our own, one 100x30 window running ``command``; its screen as text."""
+
+    def __init__(self, command: list[str]):
+        self.server = ["tmux", "-L", f"ingestd-test-{uuid.uuid4().hex[:12]}", "-f", "/dev/null"]
+        shell = f"{shlex.join(command)}; echo \"[exited $?]\"; sleep 600"
+        subprocess.run([*self.server, "new-session", "-d", "-x", "100", "-y", "30", shell], check=True, timeout=30)
+
+    def screen(self) -> str:
+        result = subprocess.run([*self.server, "capture-pane", "-p", "-J"], capture_output=True, text=True, timeout=30)
+        return result.stdout
+
+    def press(self, key: str) -> None:
+        subprocess.run([*self.server, "send-keys", key], check=True, timeout=30)
+
+    def close(self) -> None:
+        subprocess.run([*self.server, "kill-server"], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def terminal():
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    opened: list[Terminal] = []
+
+    def open_(command: list[str]) -> Terminal:
+        opened.append(Terminal(command))
+        return opened[-1]
+
+    yield open_
+    for term in opened:
+        term.close()
+
+
+def upload_command(config, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ingestd", "upload", *args, "--config", str(config)]
+
+
+def test_progress_on_a_terminal_keeps_its_summary_on_screen(tmp_path, emulator_factory, terminal):
+    emulator = emulator_factory(transcode_delay=2.0)
+    config = make_config(tmp_path, emulator.base_url)
+    source = tmp_path / "elsewhere" / "master.wav"
+    write_wav_of_size(source, 12 * MIB)
+    term = terminal(upload_command(config, str(source)))
+
+    # While the media transcodes: a spinner with the time it has taken so far.
+    spinning = wait_for(lambda: (s := term.screen()) and re.search(r"^\S media \S+: transcoding \d:\d\d:\d\d$", s, re.M) and s,
+                        what="the transcoding spinner")
+    assert "━" in spinning
+    screen = wait_for(lambda: (s := term.screen()) and "[exited 0]" in s and s, what="the upload to end")
+    [media] = emulator.all_media()
+    lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+    # Each step once, as it ended: no redraws left behind, no stray characters.
+    assert sum("upload master.wav" in line for line in lines) == 1, lines
+    at = next(i for i, line in enumerate(lines) if line.startswith("upload master.wav"))
+    assert re.fullmatch(r"upload master\.wav ━+ 12\.0/12\.0 MiB [\d.]+ [kM]?B/s \d\d:\d\d", lines[at]), lines
+    assert re.fullmatch(rf"✓ media {media['id']}: transcoded \d:\d\d:\d\d", lines[at + 1]), lines
+    assert lines[at + 2] == f"done: media {media['id']} (master)"
+    assert [line.split(": ")[0] for line in lines[at + 3:]] == ["hls_url", "dash_url", "hls_player_url", "[exited 0]"]
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, emulator, terminal):
+    # Every part answers slowly, so the upload is still going when the key is pressed.
+    emulator.settings.faults = Faults(slow=1.0, slow_seconds=1.0, endpoints=frozenset({"part"}))
+    config = make_config(tmp_path, emulator.base_url)
+    source = tmp_path / "elsewhere" / "long take.wav"
+    write_wav_of_size(source, 12 * MIB)
+    term = terminal(upload_command(config, str(source)))
+    wait_for(lambda: (jobs := queue_of(tmp_path).list()) and jobs[0].acked_parts, what="a first part acknowledged")
+    term.press("C-c")
+
+    screen = wait_for(lambda: (s := term.screen()) and "[exited 130]" in s and s, what="the upload to stop")
+    [job] = queue_of(tmp_path).list()
+    parts = len(job.acked_parts)
+    assert 1 <= parts < 3 and job.state == q.QUEUED
+    assert f"interrupted: kept media {job.media_id} and {parts} uploaded part(s)" in screen, screen
+    assert f"run `ingestd upload {source}` again to resume from there" in screen
+    assert "Traceback" not in screen
+
+    emulator.settings.faults = Faults()
+    resumed_at = time.time()
+    resumed = upload(config, str(source))
+    assert resumed.returncode == 0, resumed.stderr
+    [media] = emulator.all_media()
+    assert media["id"] == job.media_id and media["status"] == "done"
+    assert emulator.media_file(media["id"]).read_bytes() == source.read_bytes()
+    sent_again = [r for r in emulator.requests if r.path.endswith("/part") and r.received_at >= resumed_at]
+    assert len(sent_again) == 3 - parts, "the kept parts are not sent again"
