@@ -155,13 +155,13 @@ def _notification_counts(config: Config, queue: q.JobQueue) -> dict[str, dict[st
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
-    from .notify import test_targets
+    from .notify import try_every_target
 
     config = _load(args)
     if not config.notify:
         raise CommandError("no notify: targets in the config; nothing to test")
     accepted = True
-    for target, outcome in test_targets(config):
+    for target, outcome in try_every_target(config):
         accepted &= outcome.accepted
         print(f"{'ok' if outcome.accepted else 'FAILED':<6}  {target.label}: {outcome.detail}", flush=True)
     return EX_OK if accepted else EX_FAILURE

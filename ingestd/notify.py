@@ -407,7 +407,7 @@ def deliver_now(queue: q.JobQueue, config: Config, job_id: str) -> None:
         target.close()
 
 
-def test_targets(config: Config) -> Iterator[tuple[Target, Outcome]]:
+def try_every_target(config: Config) -> Iterator[tuple[Target, Outcome]]:
     """Send one sample event to every target, as ``ingestd notify test`` does; yields each outcome."""
     payload = json.dumps(sample_event(), ensure_ascii=False, sort_keys=True)
     event_id = json.loads(payload)["job_id"] + ":test"
