@@ -300,6 +300,23 @@ def test_sigkill_around_delivery_loses_no_notification_and_repeats_carry_the_sam
     assert len({r["body"] for r in hook.requests}) == 1 and all(verify(r, SECRET) for r in hook.requests)
 
 
+def test_sigkill_while_a_receiver_holds_the_request_sends_it_again_after_the_restart(tmp_path, emulator, receivers):
+    hook = receivers(hang=True)
+    config = make_config(tmp_path, emulator.base_url, notify=[{"webhook": hook.url + "/hook", "secret": SECRET}])
+    with Daemon(config) as daemon:
+        drop(tmp_path, "episode.wav")
+        wait_for(lambda: hook.requests, what="the delivery under way")
+        daemon.kill()
+    hook.hang = False
+    with Daemon(config) as daemon:
+        # At once, not when the killed run's lease would have run out.
+        wait_for(lambda: queue_of(tmp_path).notifications(states=(q.SENT,)), timeout=20, what="sent after the restart")
+        assert daemon.stop() == 0
+    [done] = jobs_in(tmp_path, q.DONE)
+    assert [r["headers"]["Idempotency-Key"] for r in hook.requests] == [f"{done.id}:done"] * 2
+    assert hook.requests[0]["body"] == hook.requests[1]["body"] and verify(hook.requests[1], SECRET)
+
+
 # -- the sender and the webhook, in process ---------------------------------------------------
 
 
