@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import textwrap
 import time
 import urllib.request
 
@@ -20,6 +21,7 @@ from ingestd.cli import main
 from ingestd.client import StreamClient
 from ingestd.config import load_config
 from ingestd.emulator import Faults
+from ingestd.errors import ConfigError
 from ingestd.pipeline import Pipeline
 
 from .daemon import Daemon, drop, make_config, wait_for
@@ -175,3 +177,22 @@ def test_a_daemon_killed_at_any_step_is_finished_by_another_host_exactly_once(tm
     assert job.node == "host1"
     assert_filed_once(share, emulator, "take.wav", original, job)
     queue.close()
+
+
+def test_a_bad_queue_url_or_node_name_is_a_config_error_with_its_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        api: {{token: t}}
+        state_dir: {tmp_path / "state"}
+        queue_url: mysql://ingestd@db/ingestd
+        node_name: "ingest 1:a"
+        queue_lease: 1
+        folders: [{{path: {tmp_path / "in"}, done_dir: {tmp_path / "done"}, failed_dir: {tmp_path / "failed"}}}]
+        """))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    problems = [str(p) for p in caught.value.problems]
+    assert problems[0].startswith(f"{path}:3: queue_url: ") and "postgresql://" in problems[0]
+    assert problems[1].startswith(f"{path}:4: node_name: ") and "letters, digits" in problems[1]
+    assert problems[2].startswith(f"{path}:5: queue_lease: ")
+    assert main(["check-config", "--config", str(path)]) == 78
