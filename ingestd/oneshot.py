@@ -46,10 +46,11 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
     queue = q.open_queue(config)
     queue.outbox_targets = outbox_targets(config)
     owner = q.worker_id("upload", config.node_name)
+    # Asked for by name: uploaded even if the same file's job ended a moment ago (no live job is ever doubled).
     job = queue.live_job_for(str(path)) or queue.enqueue(
         path=str(path), root=str(root), relpath=str(path.relative_to(root)), size=st.st_size,
-        mtime_ns=st.st_mtime_ns, inode=st.st_ino,
-    )
+        mtime_ns=st.st_mtime_ns, inode=st.st_ino, same_file_window=0,
+    ) or queue.live_job_for(str(path))
     bar = UploadProgress(visible(path.name))
     with StreamClient.from_config(config.api) as client:
         pipeline = Pipeline(config, queue, client, on_progress=bar.bytes, move_files=folder is not None)

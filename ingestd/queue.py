@@ -155,8 +155,15 @@ ALTER TABLE outbox ADD COLUMN lease_node TEXT;
     """
 ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
 """,
+    # A file's identity (path, size, mtime, inode) looked up at enqueue time, among finished jobs too.
+    """
+CREATE INDEX IF NOT EXISTS jobs_path ON jobs(path);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# How long after its job ended the very same file (same path, size, mtime and inode) is not queued again: longer than
+# any watcher takes to offer a file it saw; a file put back unchanged later than this is a new job.
+SAME_FILE_WINDOW = 600.0
 
 
 # Columns are 64-bit signed integers; a file's stat can exceed them (an mtime in the year 2446).
@@ -448,12 +455,15 @@ class JobQueue:
     # -- writing -----------------------------------------------------------
 
     def enqueue(self, *, path: str, root: str, relpath: str, size: int, mtime_ns: int, inode: int,
-                sidecar: str | None = None, failure: str | None = None) -> Job | None:
-        """A new job for a ready file; None when a live job already holds that path."""
-        added = self.enqueue_many([NewFile(path, root, relpath, size, mtime_ns, inode, sidecar, failure)])
+                sidecar: str | None = None, failure: str | None = None,
+                same_file_window: float = SAME_FILE_WINDOW) -> Job | None:
+        """A new job for a ready file; None when a live job already holds that path (or the same file just ended)."""
+        added = self.enqueue_many([NewFile(path, root, relpath, size, mtime_ns, inode, sidecar, failure)],
+                                  same_file_window=same_file_window)
         return self.get(added[0][0]) if added else None
 
-    def enqueue_many(self, files: list["NewFile"]) -> list[tuple[str, "NewFile"]]:
+    def enqueue_many(self, files: list["NewFile"], *,
+                     same_file_window: float = SAME_FILE_WINDOW) -> list[tuple[str, "NewFile"]]:
         """Jobs for many ready files in one transaction (a start-up backlog is thousands); returns (job id, file) of those added."""
         now = time.time()
         added = []
@@ -461,11 +471,17 @@ class JobQueue:
             for f in files:
                 job_id = uuid.uuid4().hex
                 stage, outcome = (FILE, FAILED) if f.failure else (PREPARE, None)
+                # One job per file: none while a live job has the path (the unique index), and none for the very
+                # same file (path, size, mtime, inode) whose job ended a moment ago: a watcher (of this daemon, or of
+                # another host on the share) that saw the file before it was moved away offers it late.
                 cursor = db.execute(
                     "INSERT INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage, outcome, error,"
-                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    " created_at, updated_at) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM jobs"
+                    " WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ?"
+                    " AND (state IN ('queued', 'running', 'held') OR finished_at > ?)) ON CONFLICT DO NOTHING",
                     (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, storable(f.mtime_ns), f.inode, QUEUED, stage,
-                     outcome, f.failure, now, now),
+                     outcome, f.failure, now, now,
+                     f.path, f.size, storable(f.mtime_ns), f.inode, now - same_file_window),
                 )
                 if cursor.rowcount:
                     self._event(db, job_id, "enqueued", {"path": f.path, "size": f.size, "failure": f.failure})

@@ -42,7 +42,8 @@ def test_one_live_job_per_path(queue):
     assert first is not None and first.state == q.QUEUED and first.stage == q.PREPARE
     assert _enqueue(queue) is None
     queue.finish(first.id, q.DONE)
-    assert _enqueue(queue) is not None  # the same name dropped again later is a new job
+    again = queue.enqueue(path="/in/a.mp3", root="/in", relpath="a.mp3", size=10, mtime_ns=7, inode=3)
+    assert again is not None  # a file dropped again under the same name later is a new job
 
 
 def test_claim_counts_the_attempt_and_leases(queue):
@@ -358,3 +359,16 @@ def test_a_name_that_is_not_utf8_round_trips(queue):
 def test_an_mtime_beyond_64_bits_is_stored_clamped(queue):
     job = queue.enqueue(path="/in/future.wav", root="/in", relpath="future.wav", size=10, mtime_ns=2**64, inode=2)
     assert queue.get(job.id).mtime_ns == q.INT64_MAX
+
+
+def test_the_same_file_offered_again_just_after_its_job_ended_is_not_queued_twice(queue):
+    """A watcher that saw the file before it was moved away (here or on another host) offers it late."""
+    job = _enqueue(queue)
+    queue.finish(job.id, q.DONE, final_path="/done/a.mp3")
+    assert _enqueue(queue) is None
+    other_file = queue.enqueue(path="/in/a.mp3", root="/in", relpath="a.mp3", size=10, mtime_ns=5, inode=9)
+    assert other_file is not None  # a new file under the same name is a new job
+    queue.finish(other_file.id, q.DONE)
+    queue.update(job.id, finished_at=time.time() - q.SAME_FILE_WINDOW - 1)
+    queue.update(other_file.id, finished_at=time.time() - q.SAME_FILE_WINDOW - 1)
+    assert _enqueue(queue) is not None  # put back unchanged long after: queued again
