@@ -52,6 +52,15 @@ class Scale:
         return quick if self.quick else full
 
 
+def ratio_rows(figure: str, metric: str, rates: Sequence[float], peer_rates: Sequence[float], target: float) -> list[Row]:
+    """A rate as a ratio of a peer's: best round against best round (the rounds least disturbed by the
+    machine's other work, as ``timeit`` takes the fastest repeat), then round by round for the spread."""
+    best = max(rates) / max(peer_rates)
+    each = [r / p for r, p in zip(rates, peer_rates)]
+    return [Row(figure, f"{metric}, best rounds", f"{best:.2f}×", f"≥ {target}×", best >= target),
+            Row(figure, f"{metric}, round by round", ", ".join(f"{r:.2f}×" for r in each))]
+
+
 def markdown(rows: Sequence[Row]) -> str:
     lines = ["| figure | metric | value | target | met |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r.figure} | {r.metric} | {r.value} | {r.target} | {r.verdict} |" for r in rows]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import (MIB, DaemonProcess, EmulatorProcess, Row, Scale, children_cpu, ingestd_command, log, mb_per_s, median,
-               queue_counts, read_through, run_measured, thread_cpu, wait_for, write_config, write_wav)
+               queue_counts, ratio_rows, read_through, run_measured, thread_cpu, wait_for, write_config, write_wav)
 from .profile import Sampler, describe, py_spy
 from .throughput import CHUNK, curl_recipe
 
@@ -119,9 +119,7 @@ def _one_size(size: int, rounds: int, *, profile: bool) -> list[Row]:
     rows.append(Row("daemon vs one-shot", f"{label}: CPU of the daemon's other threads while it uploads",
                     f"{median(beside) * 1000:.0f} ms/GiB ({', '.join(f'{b * 1000:.0f}' for b in beside)})"))
     for peer, target in (("ingestd upload", TARGET_VS_ONESHOT), ("curl recipe", TARGET_VS_CURL)):
-        ratios = [d / p for d, p in zip(rates["ingestd run"], rates[peer])]
-        rows.append(Row("daemon vs one-shot", f"{label}: ingestd run / {peer}, per round",
-                        ", ".join(f"{r:.2f}×" for r in ratios), f"≥ {target}× each", min(ratios) >= target))
+        rows += ratio_rows("daemon vs one-shot", f"{label}: ingestd run / {peer}", rates["ingestd run"], rates[peer], target)
     if areas:
         rows.append(Row("daemon vs one-shot", f"{label}: daemon busy samples by area, py-spy", describe(areas)))
     return rows

@@ -23,7 +23,7 @@ from pathlib import Path
 from ingestd.client import Part, StreamClient, plan_parts
 from ingestd.media_schema import CreateRequest
 
-from . import MIB, EmulatorProcess, children_cpu, Row, Scale, ingestd_command, log, mb_per_s, median, read_through, run_measured, write_config, write_wav
+from . import MIB, EmulatorProcess, children_cpu, ratio_rows, Row, Scale, ingestd_command, log, mb_per_s, median, read_through, run_measured, write_config, write_wav
 
 CHUNK = 50 * MIB
 TARGET_RATIO = 1.5
@@ -127,9 +127,7 @@ def _one_size(size: int, rounds: int) -> list[Row]:
                 f"{median(rates[name]):.0f} MB/s ({', '.join(f'{r:.0f}' for r in rates[name])}); "
                 f"CPU {median(cpu[name]):.2f} s/GiB") for name in contenders]
     for name in contenders[1:]:
-        ratios = [r / c for r, c in zip(rates[name], rates["curl recipe"])]
-        rows.append(Row("throughput", f"{label}: {name} / curl recipe, per round", ", ".join(f"{r:.2f}×" for r in ratios),
-                        f"≥ {TARGET_RATIO}× each", min(ratios) >= TARGET_RATIO))
+        rows += ratio_rows("throughput", f"{label}: {name} / curl recipe", rates[name], rates["curl recipe"], TARGET_RATIO)
     cpu_ratios = [i / c for i, c in zip(cpu["ingestd upload"], cpu["curl recipe"])]
     rows.append(Row("throughput", f"{label}: CPU per GiB, ingestd upload / curl recipe, per round",
                     ", ".join(f"{r:.2f}" for r in cpu_ratios), "≤ 1 each", max(cpu_ratios) <= 1))

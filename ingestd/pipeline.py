@@ -284,10 +284,15 @@ class Pipeline:
         layout = _layout(plan_parts(job.size, chunk_size))
         md5s = _part_md5s(path, layout)
         key = _content_key(layout, md5s)
-        for other in self.queue.live_jobs_of_size(job.size, job.id):
-            if _ahead_of(other, job) and _same_content(other, key, layout, md5s):
-                raise _Reschedule(max(self.config.upload.poll_interval, 0.5), "waiting_for_identical_file",
-                                  reason=f"waiting for job {other.id[:12]} ({other.relpath}), which has the same content")
+        # An identical file ahead is found by its content key; only those ahead whose key is not known yet are read.
+        # (Comparing with every job of the same size made a backlog of equal-sized files quadratic.)
+        ahead = self.queue.ahead_with_content(job, key)
+        if ahead is None:
+            ahead = next((other for other in self.queue.ahead_without_content_key(job)
+                          if _same_content(other, key, layout, md5s)), None)
+        if ahead is not None:
+            raise _Reschedule(max(self.config.upload.poll_interval, 0.5), "waiting_for_identical_file",
+                              reason=f"waiting for job {ahead.id[:12]} ({ahead.relpath}), which has the same content")
         for earlier in self.queue.done_jobs_with_content(key, job.id):
             if self._media_still_done(earlier.media_id):
                 return earlier, key
@@ -792,11 +797,6 @@ def _layout_of(size: int, acked: list[tuple[int, int, int]]) -> tuple[int, int] 
 
 class _Cancel(Exception):
     """The operator cancelled this job while it ran: it stops at the next part or step."""
-
-
-def _ahead_of(other: q.Job, job: q.Job) -> bool:
-    """Whether ``other`` goes first: it is past preparing, or was queued earlier (the id breaks ties)."""
-    return other.stage != q.PREPARE or (other.created_at, other.id) < (job.created_at, job.id)
 
 
 def _same_content(other: q.Job, key: str, layout: tuple[tuple[int, int], ...], md5s: list[str]) -> bool:

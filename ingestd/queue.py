@@ -437,13 +437,22 @@ class JobQueue:
             (content_key, job_id),
         ))
 
-    def live_jobs_of_size(self, size: int, job_id: str) -> list[Job]:
-        """Other jobs of this size still on their way (any stage, failures excepted): the few in flight."""
+    # Live jobs of the job's size that go before it: past preparing, or queued earlier (the id breaks ties).
+    _AHEAD = ("size = ? AND id != ? AND state IN ('queued','running','held')"
+              " AND COALESCE(outcome, 'done') NOT IN ('failed', 'cancelled')"
+              " AND (stage != 'prepare' OR created_at < ? OR (created_at = ? AND id < ?))")
+
+    def ahead_with_content(self, job: Job, content_key: str) -> Job | None:
+        """A job on its way before ``job`` whose content key is this one (one indexed lookup, not a scan of its size)."""
+        rows = self._rows(f"SELECT * FROM jobs WHERE content_key = ? AND {self._AHEAD} ORDER BY created_at, id LIMIT 1",
+                          (content_key, job.size, job.id, job.created_at, job.created_at, job.id))
+        return self._jobs(rows)[0] if rows else None
+
+    def ahead_without_content_key(self, job: Job) -> list[Job]:
+        """Jobs on their way before ``job``, of its size, whose content is not known yet: their files are compared."""
         return self._jobs(self._rows(
-            "SELECT * FROM jobs WHERE size = ? AND id != ? AND state IN ('queued','running','held')"
-            " AND COALESCE(outcome, 'done') NOT IN ('failed', 'cancelled') ORDER BY created_at, id",
-            (size, job_id),
-        ))
+            f"SELECT * FROM jobs WHERE content_key IS NULL AND {self._AHEAD} ORDER BY created_at, id",
+            (job.size, job.id, job.created_at, job.created_at, job.id)))
 
     def superseded_failures(self, done: Job) -> list[Job]:
         """Earlier failed tries of the file a done job published: the same path in the same folder."""

@@ -55,3 +55,32 @@ def test_the_daemon_writes_the_queue_once_per_part_not_once_per_chunk_sent(tmp_p
     # comes after its last chunk), nothing else.
     assert during.count("write") == parts - 1, during
     assert Path(service.queue.list(states=(q.DONE,))[0].final_path).exists()
+
+
+def test_a_backlog_of_equal_sized_files_is_prepared_without_reading_every_other_job(tmp_path, emulator, monkeypatch):
+    # The duplicate check used to load every live job of the same size for each file it prepared: a backlog of
+    # takes of one length was quadratic in queue reads (and, for files without a content key yet, in file reads).
+    config = load_config(make_config(tmp_path, emulator.base_url, upload={"workers": 1}))
+    service = Service(config)
+    reads = 0
+    real_read = service.queue.store.read
+
+    @contextmanager
+    def counted_read():
+        nonlocal reads
+        reads += 1
+        with real_read() as db:
+            yield db
+
+    monkeypatch.setattr(service.queue.store, "read", counted_read)
+    takes = 40
+    for n in range(takes):
+        drop(tmp_path, f"take-{n:02d}.wav", seconds=0.2, freq=200.0 + n)  # one length, each its own sound
+    service.start()
+    try:
+        wait_for(lambda: service.queue.counts()[q.DONE] == takes, timeout=120, what="every take to be uploaded")
+    finally:
+        service.stop()
+    assert len(emulator.all_media()) == takes
+    # A few dozen reads per job for its own steps; comparing with every other job would add ~takes²/2.
+    assert reads < 40 * takes, reads
