@@ -59,10 +59,16 @@ class InvariantViolation(AssertionError):
 
 
 class World:
-    """One watched folder ``inbox`` → ``done`` / ``failed``, a running emulator and the daemon under test."""
+    """One watched folder ``inbox`` → ``done`` / ``failed``, a running emulator and the daemon under test.
 
-    def __init__(self, root: Path, *, seed: int, config: dict | None = None):
+    With ``queue_url``, ``hosts`` daemons (each its own node_name and state folder) share that PostgreSQL queue
+    and the one folder, as several hosts on one share would.
+    """
+
+    def __init__(self, root: Path, *, seed: int, config: dict | None = None, hosts: int = 1,
+                 queue_url: str | None = None):
         self.root = root
+        self.queue_url = queue_url
         self.emulator = Emulator(fast_settings(faults=Faults(seed=seed)), data_dir=root / "emulator").start()
         upload = {"workers": 2, "max_attempts": 6, "retry_delay": 0.05, "retry_delay_max": 0.4, "outage_pause": 0.3,
                   "poll_interval": 0.1}
@@ -73,26 +79,42 @@ class World:
                             "    out.write(os.environ['INGESTD_EVENT_ID'] + '\\n')\n")
         notify = [{"command": [sys.executable, str(recorder), str(self.told_path)],
                    "events": ["done", "failed", "duplicate", "held"]}]
-        self.config = make_config(root, self.emulator.base_url, upload=upload,
-                                  folder={"settle": 0.2, "max_wait": 3, "sidecar": "off"},
-                                  **({"notify": notify} | (config or {})))
-        self.daemon = Daemon(self.config)
         self.inbox, self.done, self.failed = root / "inbox", root / "done", root / "failed"
+        folder = {"settle": 0.2, "max_wait": 3, "sidecar": "off"}
+        shared = {}
+        if queue_url:
+            for path in (self.inbox, self.done, self.failed):
+                path.mkdir(parents=True, exist_ok=True)
+            # A short lease, so a killed daemon's jobs are taken over by the others within a check.
+            folder |= {"path": str(self.inbox), "done_dir": str(self.done), "failed_dir": str(self.failed)}
+            shared = {"queue_url": queue_url, "queue_lease": 3}
+        self.configs = [make_config(root / f"host{n}" if queue_url else root, self.emulator.base_url, upload=upload,
+                                    folder=folder, **({"notify": notify} | shared | ({"node_name": f"host{n}"} if queue_url else {})
+                                                      | (config or {})))
+                        for n in range(hosts)]
+        self.config = self.configs[0]
+        self.daemons = [Daemon(c) for c in self.configs]
 
-    def start(self) -> None:
-        self.daemon = Daemon(self.config)
-        before = len(self.daemon.log()) if self.daemon.log_path.exists() else 0
-        self.daemon.start()
-        wait_for(lambda: '"ready"' in self.daemon.log()[before:] or self.daemon.proc.poll() is not None, timeout=60,
-                 what="the daemon ready")
-        assert self.daemon.proc.poll() is None, "the daemon exited at start:\n" + self.daemon.log()[-3000:]
+    @property
+    def daemon(self) -> Daemon:
+        return self.daemons[0]
 
-    def kill(self) -> None:
-        self.daemon.kill()
+    def start(self, which: int | None = None) -> None:
+        for n in range(len(self.daemons)) if which is None else [which]:
+            daemon = self.daemons[n] = Daemon(self.configs[n])
+            before = len(daemon.log()) if daemon.log_path.exists() else 0
+            daemon.start()
+            wait_for(lambda: '"ready"' in daemon.log()[before:] or daemon.proc.poll() is not None, timeout=60,
+                     what="the daemon ready")
+            assert daemon.proc.poll() is None, "the daemon exited at start:\n" + daemon.log()[-3000:]
+
+    def kill(self, which: int = 0) -> None:
+        self.daemons[which].kill()
 
     def stop(self) -> None:
-        if self.daemon.proc is not None and self.daemon.proc.poll() is None:
-            self.daemon.stop(60)
+        for daemon in self.daemons:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.stop(60)
         self.emulator.stop()
 
     def cli(self, *argv: str) -> tuple[int, str]:
@@ -102,7 +124,7 @@ class World:
         return code, out.getvalue()
 
     def queue(self) -> q.JobQueue:
-        return q.JobQueue(q.queue_path(self.root / "state"))
+        return q.JobQueue(self.queue_url or q.queue_path(self.root / "state"), max_connections=2)
 
     def jobs(self) -> list[q.Job]:
         queue = self.queue()
@@ -297,10 +319,11 @@ class Simulation:
     NAMES = ["ep1", "ep2", "ep3", "show/ep4", "show/ep5", "intro", "outro"]
     FAULTS = {"server_error": 0.3, "rate_limited": 0.3, "drop_after_commit": 0.25, "transcode_fail": 0.5}
 
-    def __init__(self, root: Path, seed: int, *, check_every: int = 8):
+    def __init__(self, root: Path, seed: int, *, check_every: int = 8, hosts: int = 1, queue_url: str | None = None):
         self.seed = seed
         self.rng = random.Random(seed)
-        self.world = World(root, seed=seed)
+        self.world = World(root, seed=seed, hosts=hosts, queue_url=queue_url)
+        self.dead: set[int] = set()  # daemons killed and not started again yet
         self.model = Model()
         self.check_every = check_every
         self.steps = 0
@@ -343,11 +366,15 @@ class Simulation:
 
     def check(self) -> None:
         self.world.faults()  # faults end at a quiescent point, so retries can finish
-        if self.world.daemon.proc.poll() is not None:
-            raise InvariantViolation("the daemon exited:\n" + self.world.daemon.log()[-3000:])
-        wait_quiescent(self.world)
+        for n, daemon in enumerate(self.world.daemons):
+            if n not in self.dead and daemon.proc.poll() is not None:
+                raise InvariantViolation("the daemon exited:\n" + daemon.log()[-3000:])
+        wait_quiescent(self.world)  # a killed daemon's jobs were taken over by the others
         self._note_settled()
         self.checks.update(check_invariants(self.world, self.model))
+        for n in sorted(self.dead):
+            self.world.start(n)
+        self.dead.clear()
 
     def _note_settled(self) -> None:
         for path in _audio_files(self.world.inbox):
@@ -480,11 +507,21 @@ class Simulation:
         return f"{job.relpath} exit {code}"
 
     def reload(self):
-        self.world.daemon.proc.send_signal(signal.SIGHUP)
+        for daemon in self.world.daemons:
+            if daemon.proc.poll() is None:
+                daemon.proc.send_signal(signal.SIGHUP)
 
     def kill_and_restart(self):
-        self.world.kill()
-        self.world.start()
+        """One daemon SIGKILLed: alone, it restarts at once; beside others, they take over and it returns later."""
+        which = self.rng.randrange(len(self.world.daemons))
+        if which in self.dead or len(self.dead) == len(self.world.daemons) - 1 > 0:
+            return None
+        self.world.kill(which)
+        if len(self.world.daemons) == 1:
+            self.world.start(which)
+        else:
+            self.dead.add(which)
+        return f"host{which}"
 
     def occupy(self):
         """Someone puts their own file in done/ where a file of ours may be filed: it must never be replaced."""

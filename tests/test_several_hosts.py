@@ -25,6 +25,7 @@ from ingestd.errors import ConfigError
 from ingestd.pipeline import Pipeline
 
 from .daemon import Daemon, drop, make_config, wait_for
+from .sim import Simulation
 from .test_crash import assert_filed_once
 
 MIB = 1024 * 1024
@@ -196,3 +197,10 @@ def test_a_bad_queue_url_or_node_name_is_a_config_error_with_its_line(tmp_path):
     assert problems[1].startswith(f"{path}:4: node_name: ") and "letters, digits" in problems[1]
     assert problems[2].startswith(f"{path}:5: queue_lease: ")
     assert main(["check-config", "--config", str(path)]) == 78
+
+
+def test_the_invariants_hold_with_three_daemons_on_one_queue_and_one_folder(tmp_path, postgres_url):
+    """The simulation of tests/sim.py, its daemon killed now and then, with three daemons sharing the work."""
+    summary = Simulation(tmp_path, 6, hosts=3, queue_url=postgres_url).run(16)
+    assert summary["steps"] == 16 and sum(summary["invariant_checks_passed"].values()) > 0
+    assert summary["events"].get("kill_and_restart"), summary["events"]  # this seed kills a daemon
