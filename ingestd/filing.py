@@ -95,8 +95,23 @@ class TargetExists(FilingError):
     """Something is already at the destination: it is never replaced."""
 
 
-def move(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target`` without ever losing it, and without ever replacing a file at ``target``."""
+class SourceReplaced(FilingError):
+    """The file at the source path is no longer the one expected (a newer file was moved over it): not moved."""
+
+
+FileKey = tuple[int, int, int]  # size, mtime_ns (clamped to 64 bits), inode
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    return st.st_size, min(st.st_mtime_ns, 2**63 - 1), st.st_ino
+
+
+def move(source: Path, target: Path, *, expect: FileKey | None = None) -> None:
+    """Move ``source`` to ``target`` without ever losing it, and without ever replacing a file at ``target``.
+
+    With ``expect``, only the file with that identity is moved: a newer file moved over ``source`` in the
+    meantime is left (or put back) where it was, and SourceReplaced raised.
+    """
     if not source.exists() and not source.is_symlink():
         if target.exists():
             return  # moved before a crash; nothing left to do
@@ -113,7 +128,12 @@ def move(source: Path, target: Path) -> None:
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            _copy_then_unlink(source, target)
+            _copy_then_unlink(source, target, expect)
+        else:
+            if expect is not None and file_key(os.stat(target, follow_symlinks=False)) != expect:
+                # Replaced between the caller's check and the rename: give the newer file its place back.
+                rename_noreplace(target, source)
+                raise SourceReplaced(f"{source} was replaced by a newer file while it was being filed; left in place")
         _fsync_dir(target.parent)
         _fsync_dir(source.parent)
     except FilingError:
@@ -175,10 +195,13 @@ def _already_there(source: Path, target: Path) -> bool:
         return False
 
 
-def _copy_then_unlink(source: Path, target: Path) -> None:
+def _copy_then_unlink(source: Path, target: Path, expect: FileKey | None) -> None:
     partial = _temporary(target, ".ingestd-partial")
     try:
         with open(source, "rb") as src, open(partial, "wb") as dst:
+            copied = file_key(os.fstat(src.fileno()))
+            if expect is not None and copied != expect:
+                raise SourceReplaced(f"{source} was replaced by a newer file while it was being filed; left in place")
             shutil.copyfileobj(src, dst, 1024 * 1024)
             dst.flush()
             os.fsync(dst.fileno())
@@ -190,7 +213,9 @@ def _copy_then_unlink(source: Path, target: Path) -> None:
         _discard(partial)
         raise
     _fsync_dir(target.parent)
-    source.unlink()
+    if file_key(os.stat(source, follow_symlinks=False)) == copied:
+        source.unlink()
+    # else: a newer file took the source's name meanwhile; the copy is of the file that was there before it
 
 
 def _discard(path: Path) -> None:
@@ -214,11 +239,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def file_away(*, source: Path, sidecar: Path | None, target: Path, report: dict[str, Any], failed: bool) -> Path:
-    """Write the report, then move the audio and its sidecar beside it. Returns the report's path."""
+def file_away(*, source: Path, sidecar: Path | None, target: Path, report: dict[str, Any], failed: bool,
+              expect: FileKey | None = None) -> Path:
+    """Write the report, then move the audio (only the file ``expect`` names, if given) and its sidecar beside it.
+    Returns the report's path."""
     report_file = report_path(target, failed=failed)
     write_report(report_file, report)
-    move(source, target)
+    try:
+        move(source, target, expect=expect)
+    except SourceReplaced:
+        _discard(report_file)  # a report beside nothing would mislead
+        raise
     if sidecar is not None and (sidecar.exists() or sidecar.is_symlink()):
         move(sidecar, target.with_name(target.stem + sidecar.suffix))
     return report_file

@@ -521,15 +521,15 @@ class Pipeline:
                 bound.info("filed_before_restart", moved_to=str(target))
                 self._finish(job, bound, final_path=str(target))
                 return
-            # Replaced since it was uploaded: this outcome is the old file's; the new one is the watcher's to queue.
-            self.queue.update(job.id, final_path=None, event="file_replaced_before_filing")
-            bound.warning("file_replaced_before_filing")
-            self._finish(job, bound)
+            self._replaced_before_filing(job, bound)
             return
         report = self._error_report(job) if failed else self._done_report(job)
         try:
             filing.file_away(source=source, sidecar=Path(job.sidecar) if job.sidecar else None, target=target,
-                             report=report, failed=failed)
+                             report=report, failed=failed, expect=_job_key(job))
+        except filing.SourceReplaced:
+            self._replaced_before_filing(job, bound)
+            return
         except filing.TargetExists:
             # Someone put a file where this one was going: choose another name next time, never replace theirs.
             self.queue.update(job.id, final_path=None, event="destination_taken")
@@ -541,6 +541,12 @@ class Pipeline:
             bound.error("job_failed", reason=job.error, moved_to=str(target))
         else:
             bound.info("job_done", moved_to=str(target), media_id=job.media_id)
+
+    def _replaced_before_filing(self, job: q.Job, bound) -> None:
+        """Replaced since it was uploaded: this outcome is the old file's; the new one is the watcher's to queue."""
+        self.queue.update(job.id, final_path=None, event="file_replaced_before_filing")
+        bound.warning("file_replaced_before_filing")
+        self._finish(self.queue.get(job.id), bound)
 
     def _finish(self, job: q.Job, bound, *, final_path: str | None = None, report: dict[str, Any] | None = None) -> None:
         state = _FINAL_STATE.get(job.outcome, q.DONE)
@@ -818,7 +824,7 @@ def _is_jobs_file(path: Path, job: q.Job) -> bool:
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
-    return st.st_size, q.storable(st.st_mtime_ns), st.st_ino
+    return filing.file_key(st)
 
 
 def _job_key(job: q.Job) -> tuple[int, int, int]:

@@ -39,6 +39,7 @@ from ingestd import queue as q
 from ingestd.cli import main as ingestd_cli
 from ingestd.client import StreamClient
 from ingestd.emulator import Emulator, Faults
+from ingestd.errors import APIError, NotFoundError
 
 from .audio import write_wav, write_wav_of_size
 from .conftest import fast_settings
@@ -310,6 +311,16 @@ def wait_quiescent(world: World, timeout: float = 90.0) -> None:
         time.sleep(0.2)
 
 
+def _deleted(client: StreamClient, media_id: str) -> bool:
+    try:
+        client.delete_media(media_id)
+    except NotFoundError:
+        return True
+    except APIError:
+        return False
+    return True
+
+
 # -- the simulation -----------------------------------------------------------------------------------
 
 
@@ -549,7 +560,8 @@ class Simulation:
             return None
         media_id = self.rng.choice(sorted(m["id"] for m in done))
         with self.world.client() as client:
-            client.delete_media(media_id)
+            # A person retries through the faults ingestd is facing too; gone already counts as deleted.
+            wait_for(lambda: _deleted(client, media_id), timeout=30, interval=0.1, what=f"media {media_id} deleted")
         self.model.deleted_media.add(media_id)
         self.faults_injected["media_deleted"] += 1
         return media_id

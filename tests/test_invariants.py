@@ -237,6 +237,21 @@ def test_a_file_replaced_after_its_upload_is_uploaded_itself_not_filed_as_the_ol
     assert report["media_id"] == new.media_id != old.media_id
 
 
+def test_a_file_replaced_while_it_is_being_filed_stays_in_place(tmp_path):
+    source = tmp_path / "inbox" / "episode.wav"
+    source.parent.mkdir()
+    source.write_bytes(b"the uploaded version")
+    uploaded = filing.file_key(os.stat(source))
+    (tmp_path / "newer.wav").write_bytes(b"a newer version")
+    os.replace(tmp_path / "newer.wav", source)  # between filing's check and its rename
+    target = tmp_path / "done" / "episode.wav"
+    with pytest.raises(filing.SourceReplaced):
+        filing.file_away(source=source, sidecar=None, target=target, report={"media_id": "m"}, failed=False,
+                         expect=uploaded)
+    assert source.read_bytes() == b"a newer version"
+    assert not target.exists() and not filing.report_path(target, failed=False).exists()
+
+
 # -- duplicates -------------------------------------------------------------------------------------
 
 
