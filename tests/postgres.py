@@ -79,11 +79,19 @@ class PostgresServer:
         if not self.durable:
             # No fsync: a test server that loses its data in a power cut loses nothing of value. (Benchmarks keep it.)
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run(str(self.bin / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
-                  "-l", str(self.dir / "server.log"), "-o", options)
+        self._options = options
+        self.start_server()
         with psycopg.connect(f"postgresql://ingestd@127.0.0.1:{self.port}/postgres", autocommit=True) as db:
             db.execute("CREATE DATABASE ingestd")
         return self
+
+    def start_server(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
+                  "-l", str(self.dir / "server.log"), "-o", self._options)
+
+    def stop_server(self) -> None:
+        """The server stops, its data stays (an outage, not a loss)."""
+        self._run(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "60")
 
     def stop(self) -> None:
         try:

@@ -25,6 +25,7 @@ from ingestd.errors import ConfigError
 from ingestd.pipeline import Pipeline
 
 from .daemon import Daemon, drop, make_config, wait_for
+from .postgres import PostgresServer, server_binaries
 from .sim import Simulation
 from .test_crash import assert_filed_once
 
@@ -204,3 +205,33 @@ def test_the_invariants_hold_with_three_daemons_on_one_queue_and_one_folder(tmp_
     summary = Simulation(tmp_path, 6, hosts=3, queue_url=postgres_url).run(16)
     assert summary["steps"] == 16 and sum(summary["invariant_checks_passed"].values()) > 0
     assert summary["events"].get("kill_and_restart"), summary["events"]  # this seed kills a daemon
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("INGESTD_SLOW"), reason="INGESTD_SLOW=1: half a minute of waiting for timeouts")
+def test_a_daemon_whose_database_goes_away_exits_and_resumes_after_it_returns(tmp_path, emulator_factory):
+    """docs/deployment.md: it exits with status 1, saying so; started again once the database is back, it goes on."""
+    emulator = emulator_factory(faults=Faults(slow=1.0, slow_seconds=0.3, endpoints=frozenset({"part"})))
+    server = PostgresServer(server_binaries()).start()
+    try:
+        url = server.url()
+        share, (daemon,) = _daemons(tmp_path, emulator, url, 1)
+        queue = q.JobQueue(url)
+        with daemon:
+            wait_for(lambda: '"event": "ready"' in daemon.log(), timeout=30, what="the daemon ready")
+            drop(share, "take.wav", size=12 * MIB)
+            wait_for(lambda: any(j.acked_parts for j in queue.list(states=(q.RUNNING,))), timeout=30,
+                     what="an upload under way")
+            queue.close()
+            server.stop_server()
+            assert daemon.wait_exit(90) == 1
+            assert "no connection to the queue" in daemon.log()
+        server.start_server()
+        queue = q.JobQueue(url)
+        with daemon:
+            wait_for(lambda: queue.counts()[q.DONE] == 1, timeout=60, what="the upload finished after the outage")
+            assert daemon.stop() == 0
+        assert len(emulator.all_media()) == 1 and (share / "done" / "take.wav").exists()
+        queue.close()
+    finally:
+        server.stop()
