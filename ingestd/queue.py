@@ -444,7 +444,9 @@ class JobQueue:
 
     def ahead_with_content(self, job: Job, content_key: str) -> Job | None:
         """A job on its way before ``job`` whose content key is this one (one indexed lookup, not a scan of its size)."""
-        rows = self._rows(f"SELECT * FROM jobs WHERE content_key = ? AND {self._AHEAD} ORDER BY created_at, id LIMIT 1",
+        # "+size" keeps the lookup on the content key's index: by size, it would scan every job of that size.
+        rows = self._rows(f"SELECT * FROM jobs WHERE content_key = ? AND {self._AHEAD.replace('size', '+size', 1)}"
+                          " ORDER BY created_at, id LIMIT 1",
                           (content_key, job.size, job.id, job.created_at, job.created_at, job.id))
         return self._jobs(rows)[0] if rows else None
 
@@ -480,13 +482,14 @@ class JobQueue:
             for f in files:
                 job_id = uuid.uuid4().hex
                 stage, outcome = (FILE, FAILED) if f.failure else (PREPARE, None)
+                # ("+size": looked up by path; by size, a backlog of takes of one length made each insert a scan.)
                 # One job per file: none while a live job has the path (the unique index), and none for the very
                 # same file (path, size, mtime, inode) whose job ended a moment ago: a watcher (of this daemon, or of
                 # another host on the share) that saw the file before it was moved away offers it late.
                 cursor = db.execute(
                     "INSERT INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage, outcome, error,"
                     " created_at, updated_at) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM jobs"
-                    " WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ?"
+                    " WHERE path = ? AND +size = ? AND mtime_ns = ? AND inode = ?"
                     " AND (state IN ('queued', 'running', 'held') OR finished_at > ?)) ON CONFLICT DO NOTHING",
                     (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, storable(f.mtime_ns), f.inode, QUEUED, stage,
                      outcome, f.failure, now, now,

@@ -372,3 +372,20 @@ def test_the_same_file_offered_again_just_after_its_job_ended_is_not_queued_twic
     queue.update(job.id, finished_at=time.time() - q.SAME_FILE_WINDOW - 1)
     queue.update(other_file.id, finished_at=time.time() - q.SAME_FILE_WINDOW - 1)
     assert _enqueue(queue) is not None  # put back unchanged long after: queued again
+
+
+def test_a_backlog_of_one_size_is_looked_up_by_path_and_content_key_not_scanned_by_size(tmp_path):
+    # Takes of one length: looked up by size, each insert of a start-up backlog (and each duplicate check) was a
+    # scan of every job of that size, quadratic over 100,000 files. SQLite picks the index; this reads its plan.
+    queue = q.JobQueue(q.queue_path(tmp_path))
+    statements: list[str] = []
+    with queue.store.read() as db:
+        db.set_trace_callback(statements.append)
+        job = _enqueue(queue)
+        queue.ahead_with_content(job, "0" * 64)
+        db.set_trace_callback(None)
+        plans = {sql.split()[0]: " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql))
+                 for sql in statements if sql.startswith(("INSERT INTO jobs", "SELECT * FROM jobs WHERE content_key"))}
+    assert set(plans) == {"INSERT", "SELECT"}
+    assert "INDEX jobs_path" in plans["INSERT"] and "jobs_size" not in plans["INSERT"], plans["INSERT"]
+    assert "INDEX jobs_content_key" in plans["SELECT"] and "jobs_size" not in plans["SELECT"], plans["SELECT"]
