@@ -644,7 +644,8 @@ class Pipeline:
         if outage:
             delay = max(delay, self.breaker.seconds_left())
         bound.warning("transient_error", error=str(exc), retry_in=round(delay, 2), api_outage=outage)
-        self.queue.release(job.id, delay=delay, error=str(exc), refund_attempt=outage)
+        # A failing job keeps the reason it fails for: that is what its report must say, not the DELETE's hiccup.
+        self.queue.release(job.id, delay=delay, error=None if failing else str(exc), refund_attempt=outage)
 
     def _unexpected(self, job: q.Job, exc: Exception, bound) -> None:
         reason = f"unexpected error in the {job.stage} step: {type(exc).__name__}: {str(exc)[:300]}"

@@ -226,3 +226,16 @@ def test_a_part_the_service_lost_is_sent_again_when_complete_reports_the_gap(tmp
     assert "complete_rejected" in [e["event"] for e in queue_of(tmp_path).events(done.id)]
     assert emulator.media_file(done.media_id).read_bytes() == original
     assert len(emulator.all_media()) == 1
+
+
+def test_a_failed_delete_of_a_failing_jobs_media_keeps_the_reason_it_failed(tmp_path, emulator_factory):
+    emulator = emulator_factory(faults=Faults(transcode_fail=1.0, server_error=1.0, endpoints=frozenset({"delete"})))
+    drop(tmp_path, "broken.wav")
+    with Daemon(_config(tmp_path, emulator)) as daemon:
+        wait_for(lambda: [r for r in _requests(emulator, "DELETE") if r.status == 500], what="a refused DELETE")
+        emulator.settings.faults.server_error = 0.0
+        _one(tmp_path, q.FAILED)
+        daemon.stop()
+    report = json.loads((tmp_path / "failed" / "broken.wav.error.json").read_text())
+    assert "could not transcode" in report["reason"], report["reason"]
+    assert report["media_deleted"] is True
