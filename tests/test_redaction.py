@@ -43,11 +43,14 @@ def _cli(*argv: str) -> str:
 
 
 def _leaks(root, texts: list[str], secrets: list[str]) -> list[str]:
+    """Every file under ``root`` (logs, the queue and its WAL, reports, moved sidecars) and every text, searched for
+    each secret in each of its forms."""
+    forms = [(f"{s[:8]}… {kind}", form) for s in secrets for kind, form in _forms(s, "pub-ingestd").items()]
     found = []
     for path in [p for p in root.rglob("*") if p.is_file()]:
         data = path.read_bytes()
-        found += [f"{path}: {s[:8]}…" for s in secrets if s.encode() in data]
-    found += [f"captured output: {s[:8]}…" for s in secrets for text in texts if s in text]
+        found += [f"{path}: {what}" for what, form in forms if form.encode() in data]
+    found += [f"captured output: {what}" for what, form in forms for text in texts if form in text]
     return found
 
 
