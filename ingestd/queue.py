@@ -159,6 +159,11 @@ ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
     """
 CREATE INDEX IF NOT EXISTS jobs_path ON jobs(path);
 """,
+    # Claims in queue order read the head of this index, however long the backlog: no sort of every queued job.
+    """
+DROP INDEX IF EXISTS jobs_runnable;
+CREATE INDEX IF NOT EXISTS jobs_claim_order ON jobs(state, next_attempt_at, created_at);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # How long after its job ended the very same file (same path, size, mtime and inode) is not queued again: longer than
@@ -504,11 +509,13 @@ class JobQueue:
         """Take the next runnable job (or one whose lease ran out) and count the attempt."""
         now = time.time() if now is None else now
         with self._write() as db:
+            # Work abandoned by a dead worker first (running jobs are few), then the head of the queue.
             row = db.execute(
-                "SELECT id FROM jobs WHERE (state = 'queued' AND next_attempt_at <= ?)"
-                " OR (state = 'running' AND lease_expires < ?) ORDER BY next_attempt_at, created_at LIMIT 1"
-                + self.store.claim_lock,
-                (now, now),
+                "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ? ORDER BY lease_expires LIMIT 1"
+                + self.store.claim_lock, (now,),
+            ).fetchone() or db.execute(
+                "SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at"
+                " LIMIT 1" + self.store.claim_lock, (now,),
             ).fetchone()
             if row is None:
                 return None

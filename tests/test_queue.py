@@ -389,3 +389,11 @@ def test_a_backlog_of_one_size_is_looked_up_by_path_and_content_key_not_scanned_
     assert set(plans) == {"INSERT", "SELECT"}
     assert "INDEX jobs_path" in plans["INSERT"] and "jobs_size" not in plans["INSERT"], plans["INSERT"]
     assert "INDEX jobs_content_key" in plans["SELECT"] and "jobs_size" not in plans["SELECT"], plans["SELECT"]
+
+
+def test_a_claim_reads_the_head_of_the_queue_not_the_whole_backlog(tmp_path):
+    db = q.JobQueue(tmp_path / "queue.sqlite3").store._db()
+    plan = [r[-1] for r in db.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_at <= ?"
+        " ORDER BY next_attempt_at, created_at LIMIT 1", (1.0,))]
+    assert "jobs_claim_order" in plan[0] and not [p for p in plan if "TEMP B-TREE" in p], plan
