@@ -501,6 +501,8 @@ class Pipeline:
         target = Path(job.final_path) if job.final_path else filing.destination(dest_dir, job.relpath, job.id)
         if not job.final_path:
             self.queue.update(job.id, final_path=str(target))
+        if failed and job.create_sent and not job.media_id:
+            job = self._recover_lost_create(job, bound)
         if failed and job.media_id and not self.config.keep_failed_media:
             # Deleted here, at the one stage every failure passes through, so a lost DELETE is retried with the job.
             self._delete_media(job.media_id, bound)
@@ -541,6 +543,19 @@ class Pipeline:
             bound.error("job_failed", reason=job.error, moved_to=str(target))
         else:
             bound.info("job_done", moved_to=str(target), media_id=job.media_id)
+
+    def _recover_lost_create(self, job: q.Job, bound) -> q.Job:
+        """A job failing or cancelled after a create whose answer was lost: find that media by the job's id, so it
+        is deleted (or kept and known) rather than left behind with no job to know it."""
+        found = self.client.find_by_metadata("ingestd_job", job.id, title=(job.request_body or {}).get("title"))
+        for media in found[1:]:
+            self._delete_media(media.id, bound)
+        if found:
+            self.queue.update(job.id, media_id=found[0].id, event="media_recovered", detail={"media_id": found[0].id})
+            bound.info("media_recovered", media_id=found[0].id)
+        else:
+            self.queue.update(job.id, create_sent=0)
+        return self.queue.get(job.id)
 
     def _replaced_before_filing(self, job: q.Job, bound) -> None:
         """Replaced since it was uploaded: this outcome is the old file's; the new one is the watcher's to queue."""

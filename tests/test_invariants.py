@@ -436,3 +436,20 @@ def test_files_that_arrive_while_the_state_disk_is_full_are_queued_once_there_is
         wait_for(lambda: len(queue.list(states=(q.DONE,))) == 3, timeout=60, what="all three done once there is room")
         assert daemon.stop() == 0
     assert sorted(p.name for p in (tmp_path / "done").glob("*.wav")) == ["ep0.wav", "ep1.wav", "ep2.wav"]
+
+
+def test_a_job_cancelled_after_a_lost_create_answer_leaves_no_media_behind(tmp_path, emulator):
+    config = make_config(tmp_path, emulator.base_url, upload={"retry_delay": 30, "retry_delay_max": 60})
+    emulator.settings.faults.drop_after_commit = 1.0  # the media is created; the answer never arrives
+    emulator.settings.faults.endpoints = frozenset({"create"})
+    with Daemon(config) as daemon:
+        drop(tmp_path, "ep.wav")
+        job = wait_for(lambda: [j for j in queue_of(tmp_path).list() if j.create_sent and j.state == q.QUEUED],
+                       timeout=30, what="a create whose answer was lost")[0]
+        assert len(emulator.all_media()) == 1 and job.media_id is None
+        result = ingestd(config, "jobs", "cancel", job.id[:12])
+        assert result.returncode == 0, result.stderr
+        assert daemon.stop() == 0
+    assert queue_of(tmp_path).get(job.id).state == q.CANCELLED
+    assert emulator.all_media() == [], "the media the lost answer named was found by its job id and deleted"
+    assert (tmp_path / "failed" / "ep.wav").exists()
