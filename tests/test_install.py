@@ -290,35 +290,84 @@ def run_daemon_and_drop(root: Chroot, tmp_path: Path, name: str) -> None:
         root.kill(proc)
 
 
-@pytest.mark.skipif(can_build() is not None, reason=f"a real install needs a chroot: {can_build()}")
-def test_install_upgrade_with_another_python_and_uninstall_for_real_in_a_chroot(tmp_path: Path, emulator) -> None:
-    other = Path(sys.base_prefix)  # the interpreter running the tests: another one than the system's
-    root = Chroot(tmp_path / "root", binds={str(other): other, OTHER_PYTHON: other})
+CHROOT = pytest.mark.skipif(can_build() is not None, reason=f"a real install needs a chroot: {can_build()}")
+SLOW = pytest.mark.skipif(not os.environ.get("INGESTD_SLOW"), reason="INGESTD_SLOW=1: two virtualenvs built for real")
+
+
+def other_python() -> Path:
+    """The interpreter running the tests, as a second one beside the system's."""
+    other = Path(sys.base_prefix)
+    if other.parts[1:2] == ("usr",):
+        pytest.skip("the tests run on the system's Python: no second interpreter to upgrade with")
+    return other
+
+
+def chroot_with_other_python(tmp_path: Path, other: Path | None) -> Chroot:
+    """A chroot where ``other`` is both where it lives on the host (in a home, say) and under /usr/local."""
+    root = Chroot(tmp_path / "root", binds={str(other): other, OTHER_PYTHON: other} if other else {})
     copy_source(root.path("/src"))
+    if other is None:
+        return root
     # A shared libpython is found through the chroot's linker cache, as for any interpreter in /usr/local.
     libs = " ".join(f"{OTHER_PYTHON}/lib/{lib.name}" for lib in (other / "lib").glob("libpython3*.so*"))
     root.run(f"mkdir -p /usr/local/lib && for lib in {libs}; do ln -sf $lib /usr/local/lib/; done; ldconfig")
+    return root
 
-    # 1. Root's PATH finds a Python in a home directory first (pyenv, say): the install takes the system one.
-    first = root.run("sh /src/deploy/install.sh", env={"PATH": f"{other}/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+
+def install_with_the_system_python(root: Chroot, other: Path | None) -> None:
+    """Root's PATH finds a Python in a home directory first (pyenv, say): the install takes the system one."""
+    path = ([f"{other}/bin"] if other else []) + ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    first = root.run("sh /src/deploy/install.sh", env={"PATH": ":".join(path)})
     assert "Python: /usr/bin/python3" in first.stdout, first.stdout
     assert venv_home(root) == "/usr/bin"
     assert "note: /etc/ingestd/ingestd.env has no token yet" in first.stdout
     assert "/etc/ingestd/config.yaml: OK" in first.stdout  # check-config, as the ingestd user
     assert root.has_user("ingestd")
     assert root.run("runuser -u ingestd -- /opt/ingestd/venv/bin/ingestd --version").stdout.startswith("ingestd ")
-    if home_interpreter():
+    if other and home_interpreter():
         refused = root.run(f"sh /src/deploy/install.sh --python {other}/bin/python3", check=False)
         assert refused.returncode == 1 and "under a home directory" in refused.stderr
         assert venv_home(root) == "/usr/bin"
 
-    # 2. The admin configures it; the daemon runs as ingestd and files what a colleague drops.
-    root.path("/etc/ingestd/config.yaml").write_text(chroot_config(emulator.base_url))
+
+def configure(root: Chroot, base_url: str) -> None:
+    """What the admin does next: the config and the token; and a colleague who drops files."""
+    root.path("/etc/ingestd/config.yaml").write_text(chroot_config(base_url))
     root.path("/etc/ingestd/ingestd.env").write_text("AIOZ_STREAM_TOKEN=test-token\n")
     root.run("useradd --create-home --groups ingestd colleague")
+
+
+@CHROOT
+def test_install_run_and_uninstall_for_real_in_a_chroot(tmp_path: Path, emulator) -> None:
+    other = Path(sys.base_prefix) if Path(sys.base_prefix).parts[1:2] != ("usr",) else None
+    root = chroot_with_other_python(tmp_path, other)
+    install_with_the_system_python(root, other)
+    configure(root, emulator.base_url)
     run_daemon_and_drop(root, tmp_path, "first.wav")
 
-    # 3. Upgrade with another interpreter: a new virtualenv swapped in, config, token and queue kept.
+    # Uninstall: program, unit and user gone; config and queue kept; then purged.
+    removed = root.run("sh /src/deploy/uninstall.sh")
+    assert not root.has_user("ingestd")
+    for gone in ("/opt/ingestd", "/usr/local/bin/ingestd", "/etc/systemd/system/ingestd.service"):
+        assert not root.path(gone).exists(), gone
+    assert root.path("/etc/ingestd/ingestd.env").exists() and any(root.path("/var/lib/ingestd").iterdir())
+    assert "removed  user ingestd" in removed.stdout
+    root.run("sh /src/deploy/uninstall.sh --purge")
+    assert not root.path("/etc/ingestd").exists() and not root.path("/var/lib/ingestd").exists()
+    assert [p.name for p in root.path("/srv/ingest/done").rglob("*.wav")] == ["first.wav"]
+
+
+@CHROOT
+@SLOW
+@pytest.mark.slow
+def test_upgrade_with_another_python_for_real_in_a_chroot(tmp_path: Path, emulator) -> None:
+    other = other_python()
+    root = chroot_with_other_python(tmp_path, other)
+    install_with_the_system_python(root, other)
+    configure(root, emulator.base_url)
+    run_daemon_and_drop(root, tmp_path, "first.wav")
+
+    # A new virtualenv with another interpreter swapped in; config, token and queue kept.
     before = os.readlink(root.path("/opt/ingestd/venv"))
     upgrade = root.run(f"sh /src/deploy/install.sh --python {OTHER_PYTHON}/bin/python3")
     assert f"Python: {OTHER_PYTHON}/bin/python3" in upgrade.stdout, upgrade.stdout
@@ -331,17 +380,6 @@ def test_install_upgrade_with_another_python_and_uninstall_for_real_in_a_chroot(
     run_daemon_and_drop(root, tmp_path, "second.wav")
     jobs = json.loads(root.run("/usr/local/bin/ingestd jobs list --json").stdout)
     assert sorted(Path(j["path"]).name for j in jobs) == ["first.wav", "second.wav"]
-
-    # 4. Uninstall: program, unit and user gone; config and queue kept; then purged.
-    removed = root.run("sh /src/deploy/uninstall.sh")
-    assert not root.has_user("ingestd")
-    for gone in ("/opt/ingestd", "/usr/local/bin/ingestd", "/etc/systemd/system/ingestd.service"):
-        assert not root.path(gone).exists(), gone
-    assert root.path("/etc/ingestd/ingestd.env").exists() and any(root.path("/var/lib/ingestd").iterdir())
-    assert "removed  user ingestd" in removed.stdout
-    root.run("sh /src/deploy/uninstall.sh --purge")
-    assert not root.path("/etc/ingestd").exists() and not root.path("/var/lib/ingestd").exists()
-    assert len(list(root.path("/srv/ingest/done").rglob("*.wav"))) == 2
 
 
 # The container route: Docker cannot run here, so check that the three files agree.
