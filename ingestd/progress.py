@@ -21,13 +21,19 @@ class UploadProgress:
         self._transcode_task: TaskID | None = None
         self._media_id = ""
 
+    @property
+    def _redraws(self) -> bool:
+        # Off a terminal nothing is drawn until the end, so no thread rebuilds the bar ten times a second for nobody
+        # (a quarter of a CPU second per GiB uploaded).
+        return self.console.is_terminal
+
     def bytes(self, job_id: str, sent: int, total: int) -> None:
         """The pipeline's progress callback: bytes of the file acknowledged or in flight so far."""
         if self._upload is None:
             self._upload = Progress(
                 TextColumn("upload {task.description}", markup=False), BarColumn(), DownloadColumn(binary_units=True),
                 TransferSpeedColumn(), TimeRemainingColumn(compact=True, elapsed_when_finished=True),
-                console=self.console)
+                console=self.console, auto_refresh=self._redraws)
             self._upload.start()
             self._upload_task = self._upload.add_task(self.name, total=total, completed=sent)
             return
@@ -41,7 +47,7 @@ class UploadProgress:
         description = f"media {media_id}: {status}"
         if self._transcode is None:
             self._transcode = Progress(SpinnerColumn(finished_text="✓"), TextColumn("{task.description}", markup=False),
-                                       TimeElapsedColumn(), console=self.console)
+                                       TimeElapsedColumn(), console=self.console, auto_refresh=self._redraws)
             self._transcode.start()
             self._transcode_task = self._transcode.add_task(description, total=1)
             return

@@ -84,3 +84,23 @@ def test_a_backlog_of_equal_sized_files_is_prepared_without_reading_every_other_
     assert len(emulator.all_media()) == takes
     # A few dozen reads per job for its own steps; comparing with every other job would add ~takes²/2.
     assert reads < 40 * takes, reads
+
+
+def test_off_a_terminal_the_upload_bar_is_not_redrawn_by_a_thread_of_its_own(tmp_path):
+    # Into a file or a pipe the bar is written once, at its end; a refresh thread would still rebuild it ten times a
+    # second for nobody, a quarter of a CPU second per GiB uploaded.
+    import io
+
+    from rich.console import Console
+
+    from ingestd.progress import UploadProgress
+
+    shown = io.StringIO()
+    bar = UploadProgress("take.wav", Console(file=shown, force_terminal=False))
+    before = set(threading.enumerate())
+    bar.bytes("job", 0, 100)
+    bar.bytes("job", 60, 100)
+    assert set(threading.enumerate()) - before == set()
+    bar.bytes("job", 100, 100)
+    bar.close(finished=True)
+    assert "take.wav" in shown.getvalue()
