@@ -70,6 +70,22 @@ def claims_per_second(where: str | Path, jobs: int, processes: int, threads: int
     return jobs / seconds
 
 
+def backlog(where: str | Path, jobs: int, claims: int = 200) -> tuple[float, float]:
+    """Files enqueued per second (batches of 500, as the daemon's enqueuer writes them), and milliseconds per claim
+    (with finish) while ``jobs`` wait in the queue."""
+    queue = q.JobQueue(where)
+    started = time.perf_counter()
+    for first in range(0, jobs, 500):
+        queue.enqueue_many([q.NewFile(f"/in/{n}.wav", "/in", f"{n}.wav", 1, 1, n) for n in range(first, first + 500)])
+    enqueued = jobs / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(claims):
+        queue.finish(queue.claim(q.worker_id("worker-0", "bench")).id, q.DONE)
+    per_claim = (time.perf_counter() - started) / claims * 1000
+    queue.close()
+    return enqueued, per_claim
+
+
 def done_count(where: str | Path) -> int:
     queue = q.JobQueue(where, max_connections=1)
     try:
@@ -124,6 +140,13 @@ def run(scale: Scale) -> list[Row]:
                 log(f"{store}, {processes} process(es) × {threads} thread(s): {rate:.0f} claims/s")
                 rows.append(Row("hosts", f"claims/s, {store}, {processes} process(es) × {threads} thread(s)",
                                 f"{rate:.0f}"))
+            waiting = scale.pick(50_000, 10_000)
+            for store in ("PostgreSQL", "SQLite"):
+                where = server.url() if store == "PostgreSQL" else work / "backlog.sqlite3"
+                enqueued, per_claim = backlog(where, waiting)
+                log(f"{store}: {enqueued:.0f} files/s enqueued, {per_claim:.1f} ms per claim with {waiting} waiting")
+                rows.append(Row("hosts", f"{store}: enqueue {waiting:,} files (batches of 500)", f"{enqueued:,.0f} files/s"))
+                rows.append(Row("hosts", f"{store}: claim + finish with {waiting:,} queued", f"{per_claim:.1f} ms"))
             files, size = scale.pick(48, 24), 4 * MIB
             total = sum(size + n for n in range(files))
             for url, hosts in ((None, 1), (server.url(), 1), (server.url(), 2), (server.url(), 3)):
