@@ -24,6 +24,7 @@ SLOW = bool(os.environ.get("INGESTD_SLOW"))
 REGRESSION_SEEDS = {
     15: 72,  # I5: a file replaced between filing's check and its rename was filed under the old media
     22: 144,  # I3: a job cancelled after a create whose answer was lost left that media behind
+    23: 232,  # I3: the same, found again
 }
 
 
