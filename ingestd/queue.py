@@ -377,6 +377,16 @@ class JobQueue:
         rows = self._rows("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (prefix.replace("%", "") + "%",))
         return self._job(rows[0]) if len(rows) == 1 else None
 
+    def live_keys(self, paths: list[str]) -> dict[str, tuple[str, int, int, int]]:
+        """(job id, size, mtime_ns, inode) of the live job at each of ``paths`` that has one, in a few queries."""
+        found = {}
+        for start in range(0, len(paths), 500):
+            chunk = paths[start:start + 500]
+            rows = self._rows(f"SELECT path, id, size, mtime_ns, inode FROM jobs WHERE path IN ({','.join('?' * len(chunk))})"
+                              " AND state IN ('queued','running','held')", chunk)
+            found.update({r["path"]: (r["id"], r["size"], r["mtime_ns"], r["inode"]) for r in rows})
+        return found
+
     def live_job_for(self, path: str) -> Job | None:
         return self._job(self._row("SELECT * FROM jobs WHERE path = ? AND state IN ('queued','running','held')", (path,)))
 

@@ -218,10 +218,12 @@ class Service:
         """A file refused because a live job holds its path is either that job's own file, or a newer file moved
         over it: the newer one is looked at again until that job ends, then queued in its own right."""
         queued = {f.path for _, f in added}
-        for f in files:
-            job = None if f.path in queued else self.queue.live_job_for(f.path)
-            if job is not None and (job.size, job.mtime_ns, job.inode) != (f.size, q.storable(f.mtime_ns), f.inode):
-                log.info("file_waits_for_earlier_job", path=f.path, job_id=job.id)
+        refused = [f for f in files if f.path not in queued]
+        live = self.queue.live_keys([f.path for f in refused])
+        for f in refused:
+            job_id, *key = live.get(f.path, (None,))
+            if job_id is not None and tuple(key) != (f.size, q.storable(f.mtime_ns), f.inode):
+                log.info("file_waits_for_earlier_job", path=f.path, job_id=job_id)
                 self.watcher.offer_again(f.path)
 
     def _on_stalled(self, path: Path, folder, reason: str) -> None:
