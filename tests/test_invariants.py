@@ -380,8 +380,10 @@ def test_ctrl_c_in_upload_releases_the_lease_at_once(tmp_path, emulator):
     from .audio import write_wav_of_size
 
     write_wav_of_size(source, 12 * MIB)
+    # SIGINT at its default even when the suite itself was started in the background, where shells ignore it.
     upload = subprocess.Popen([sys.executable, "-m", "ingestd", "upload", str(source), "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: [j for j in jobs_in(tmp_path, q.RUNNING) if j.stage == q.UPLOAD], timeout=30,
                  what="the upload under way")
