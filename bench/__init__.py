@@ -12,6 +12,7 @@ import resource
 import signal
 import socket
 import sqlite3
+import statistics
 import struct
 import subprocess
 import sys
@@ -51,6 +52,10 @@ class Scale:
     def pick(self, full: T, quick: T) -> T:
         return quick if self.quick else full
 
+    def rounds(self, full: int, quick: int) -> int:
+        """Alternating rounds of a contest: ``BENCH_ROUNDS`` overrides, for more pairs on a noisy machine."""
+        return int(os.environ.get("BENCH_ROUNDS") or self.pick(full, quick))
+
 
 def ratio_rows(figure: str, metric: str, rates: Sequence[float], peer_rates: Sequence[float], target: float) -> list[Row]:
     """A rate as a ratio of a peer's: best round against best round (the rounds least disturbed by the
@@ -58,7 +63,8 @@ def ratio_rows(figure: str, metric: str, rates: Sequence[float], peer_rates: Seq
     best = max(rates) / max(peer_rates)
     each = [r / p for r, p in zip(rates, peer_rates)]
     return [Row(figure, f"{metric}, best rounds", f"{best:.2f}×", f"≥ {target}×", best >= target),
-            Row(figure, f"{metric}, round by round", ", ".join(f"{r:.2f}×" for r in each))]
+            Row(figure, f"{metric}, round by round", ", ".join(f"{r:.2f}×" for r in each)
+                + f" (geometric mean {statistics.geometric_mean(each):.2f}×, median {median(each):.2f}×)")]
 
 
 def markdown(rows: Sequence[Row]) -> str:

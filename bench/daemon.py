@@ -62,7 +62,9 @@ def _daemon(run_dir: Path, base_url: str, source: Path, *,
         before = thread_cpu(daemon.proc.pid)
         os.rename(source, run_dir / "inbox" / source.name)
         try:
-            wait_for(lambda: queue_counts(run_dir / "state").get("done"), timeout=600, interval=0.05, what="the daemon's job")
+            # Looked at twice a second: the window is read from the queue afterwards, and a tighter poll would take
+            # CPU from the daemon and the emulator while they work.
+            wait_for(lambda: queue_counts(run_dir / "state").get("done"), timeout=600, interval=0.5, what="the daemon's job")
         finally:
             after = thread_cpu(daemon.proc.pid)
             areas = sampler.stop() if sampler else {}
@@ -78,7 +80,7 @@ def run(scale: Scale) -> list[Row]:
     profile = os.environ.get("BENCH_PROFILE") == "1"
     rows: list[Row] = []
     for size in scale.pick((512 * MIB, 1024 * MIB), (256 * MIB,)):
-        rows += _one_size(size, scale.pick(3, 2), profile=profile and py_spy() is not None)
+        rows += _one_size(size, scale.rounds(3, 2), profile=profile and py_spy() is not None)
     return rows
 
 

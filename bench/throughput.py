@@ -73,7 +73,7 @@ def run(scale: Scale) -> list[Row]:
         raise RuntimeError("the throughput baseline needs curl on PATH")
     rows: list[Row] = []
     for size in scale.pick((256 * MIB, 1024 * MIB), (256 * MIB,)):
-        rows += _one_size(size, scale.pick(3, 2))
+        rows += _one_size(size, scale.rounds(3, 2))
     return rows
 
 
