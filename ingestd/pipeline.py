@@ -353,7 +353,12 @@ class Pipeline:
         request = CreateRequest.model_validate(job.request_body)
         self.queue.update(job.id, create_sent=1)
         crashpoints.reach("before_create")
-        media = self.client.create_media(request)
+        try:
+            media = self.client.create_media(request)
+        except (RejectedError, AuthError):
+            # An answer, even a refusal, settles it: no media was made, so there is nothing to recover later.
+            self.queue.update(job.id, create_sent=0)
+            raise
         crashpoints.reach("after_create")
         self.breaker.success()
         self.queue.update(job.id, media_id=media.id, media_status=media.status, stage=q.UPLOAD,
@@ -547,7 +552,15 @@ class Pipeline:
     def _recover_lost_create(self, job: q.Job, bound) -> q.Job:
         """A job failing or cancelled after a create whose answer was lost: find that media by the job's id, so it
         is deleted (or kept and known) rather than left behind with no job to know it."""
-        found = self.client.find_by_metadata("ingestd_job", job.id, title=(job.request_body or {}).get("title"))
+        try:
+            found = self.client.find_by_metadata("ingestd_job", job.id, title=(job.request_body or {}).get("title"))
+        except RejectedError as exc:
+            # The service will not say whether the create took effect: file the failure all the same, saying where to look.
+            note = (f"; a media for this file may exist on the service (metadata ingestd_job={job.id}),"
+                    f" but listing media was refused: {exc.message}")
+            self.queue.update(job.id, create_sent=0, error=(job.error or "") + note, event="lost_create_unresolved")
+            bound.warning("lost_create_unresolved", error=exc.message)
+            return self.queue.get(job.id)
         for media in found[1:]:
             self._delete_media(media.id, bound)
         if found:

@@ -161,6 +161,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except OSError:
+        return False
+
+
 def test_a_token_quoted_back_in_any_form_is_redacted_everywhere(tmp_path, echoing_api, monkeypatch):
     # Printable, but escaped and percent-encoded differently from the raw text.
     token = f'tok"{uuid.uuid4().hex}\\/+='
@@ -173,6 +181,8 @@ def test_a_token_quoted_back_in_any_form_is_redacted_everywhere(tmp_path, echoin
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     pages = []
     with Daemon(config, env={"INGESTD_TEST_TOKEN": token}) as daemon:
+        # The listener opens once the start-up backlog is queued; a file refused at once can be filed before that.
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), what="the status listener")
         _drop(root, "episode.wav", seconds=1.0)
         wait_for(lambda: (root / "failed" / "episode.wav.error.json").exists(), what="the refused file filed as failed")
         for page in ("/", "/metrics", "/healthz"):
