@@ -145,7 +145,11 @@ class Pipeline:
         """Run a claimed job as far as it can go now. Every outcome is recorded in the queue."""
         self._held.owner = owner
         with _LeaseKeeper(self.queue, job.id, owner, on_lost=self._lost.add):
-            self._run(job, owner)
+            try:
+                self._run(job, owner)
+            except Exception as exc:
+                # Raised while an outcome was being recorded (a failure's filing, say): bounded like any other.
+                self._unexpected(self.queue.get(job.id), exc, log.bind(job_id=job.id, path=job.path))
         self._lost.discard(job.id)
 
     def _run(self, job: q.Job, owner: str) -> None:
@@ -681,7 +685,8 @@ class Pipeline:
         upload = self.config.upload
         if job.attempts < upload.max_attempts:
             delay = min(upload.retry_delay_max, upload.retry_delay * 2 ** max(job.attempts - 1, 0))
-            self.queue.release(job.id, delay=delay, error=reason)
+            # A job already failing keeps the reason it fails for; the log has this one.
+            self.queue.release(job.id, delay=delay, error=None if job.outcome in (q.FAILED, q.CANCELLED) else reason)
             return
         failure = JobFailed(f"gave up after {job.attempts} attempts; last error: {reason}")
         if job.stage == q.FILE:
