@@ -16,7 +16,6 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import time
 from pathlib import Path
 
 from . import (MIB, DaemonProcess, EmulatorProcess, Row, Scale, children_cpu, ingestd_command, log, mb_per_s, median,

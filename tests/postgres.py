@@ -10,7 +10,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -18,6 +17,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
+
+from .daemon import free_port
 
 
 def server_binaries() -> Path | None:
@@ -28,11 +29,6 @@ def server_binaries() -> Path | None:
     pg_ctl = shutil.which("pg_ctl")
     return Path(pg_ctl).parent if pg_ctl else None
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -57,7 +53,7 @@ class PostgresServer:
         # Not under pytest's tmp_path: that is private to root, and the server runs as someone else.
         self.dir = Path(tempfile.mkdtemp(prefix="ingestd-pg-"))
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"postgresql://ingestd@127.0.0.1:{self.port}/ingestd"
 
     def _run(self, *args: str) -> None:

@@ -6,21 +6,15 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 
 import pytest
 
 from ingestd import queue as q
 
-from .daemon import Daemon, drop, jobs_in, make_config, wait_for
+from .daemon import Daemon, drop, free_port, jobs_in, make_config, wait_for
 
 SLOW = bool(os.environ.get("INGESTD_SLOW"))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _usage(pid: int) -> dict[str, int]:
@@ -36,7 +30,7 @@ def _usage(pid: int) -> dict[str, int]:
 def test_reloads_and_status_requests_leak_nothing(tmp_path, emulator_factory, reloads, requests):
     # A transcode that outlasts the run keeps a job polling through every reload.
     emulator = emulator_factory(transcode_delay=3600)
-    port = _free_port()
+    port = free_port()
     config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"}, log={"format": "json", "level": "info"})
     with Daemon(config) as daemon:
         drop(tmp_path, "polling.wav")

@@ -10,7 +10,6 @@ import json
 import random
 import signal
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from ingestd.cli import main
 from ingestd.config import WebhookNotify, load_config
 from ingestd.notify import FIRST_RETRY, MAX_RETRY_WAIT, Sender, WebhookTarget, retry_delay, targets_of
 
-from .daemon import Daemon, drop, jobs_in, make_config, queue_of, wait_for
+from .daemon import Daemon, drop, free_port, jobs_in, make_config, queue_of, wait_for
 
 SECRET = "hook-secret-5f1c0b7e9a"
 PASSWORD = "chat-password-93ac1d"
@@ -155,11 +154,6 @@ def cli(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # -- end to end, through the daemon -------------------------------------------------------------
 
@@ -170,14 +164,14 @@ def test_webhook_command_and_apprise_hear_of_done_and_failed_jobs(tmp_path, emul
     hook = receivers(fail_first=1, on_request=lambda body: sorted(p.name for p in done_dir.iterdir()))
     chat = receivers()
     script, out = recorder(tmp_path)
-    port = _free_port()
+    port = free_port()
     config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"}, notify=[
         {"webhook": hook.url + "/hooks/ingestd", "secret": SECRET, "events": ["done", "failed"]},
         {"command": [sys.executable, str(script), str(out), "{media_id}", "{title}", "{assets.hls_url|reason}"],
          "events": ["done", "failed"]},
         {"apprise": f"json://127.0.0.1:{chat.port}/chat", "events": ["failed"]},
         # Nobody listens here: its failures are logged, its password never.
-        {"apprise": f"json://ingestd:{PASSWORD}@127.0.0.1:{_free_port()}/chat", "events": ["done"]},
+        {"apprise": f"json://ingestd:{PASSWORD}@127.0.0.1:{free_port()}/chat", "events": ["done"]},
     ])
     with Daemon(config, env={"AIOZ_STREAM_TOKEN": "daemon-only-token"}) as daemon:
         drop(tmp_path, "episode.wav")

@@ -8,7 +8,6 @@ import http.server
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from ingestd.cli import main
 from ingestd.emulator import Account
 
 from .audio import write_wav
-from .daemon import Daemon, jobs_in, make_config, queue_of, wait_for
+from .daemon import Daemon, free_port, jobs_in, make_config, queue_of, wait_for
 
 
 def _drop(root, name, *, seconds: float, sidecar: dict | None = None):
@@ -155,11 +154,6 @@ def echoing_api():
     server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _answers(url: str) -> bool:
     try:
@@ -173,7 +167,7 @@ def test_a_token_quoted_back_in_any_form_is_redacted_everywhere(tmp_path, echoin
     # Printable, but escaped and percent-encoded differently from the raw text.
     token = f'tok"{uuid.uuid4().hex}\\/+='
     root = tmp_path / "ingest"
-    port = _free_port()
+    port = free_port()
     config = _config(root, echoing_api, {"token": "${INGESTD_TEST_TOKEN}"})
     data = yaml.safe_load(config.read_text())
     data["status"] = {"listen": f"127.0.0.1:{port}"}

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import textwrap
 import time
 import urllib.request
@@ -24,7 +23,7 @@ from ingestd.emulator import Faults
 from ingestd.errors import ConfigError
 from ingestd.pipeline import Pipeline
 
-from .daemon import Daemon, drop, make_config, wait_for
+from .daemon import Daemon, drop, free_port, make_config, wait_for
 from .postgres import PostgresServer, server_binaries
 from .sim import Simulation
 from .test_crash import assert_filed_once
@@ -32,11 +31,6 @@ from .test_crash import assert_filed_once
 MIB = 1024 * 1024
 LEASE = 4.0  # seconds: a dead daemon's job is taken over this long after its last heartbeat
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _daemons(tmp_path, emulator, url, count, **top):
@@ -60,7 +54,7 @@ def test_three_daemons_share_a_folder_and_a_killed_ones_upload_resumes_elsewhere
                                                                                  postgres_url, capsys):
     # Each part takes 0.3 s at the emulator: a 12 MiB file (three 5 MiB parts) is mid-upload long enough to kill.
     emulator = emulator_factory(faults=Faults(slow=1.0, slow_seconds=0.3, endpoints=frozenset({"part"})))
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     share, daemons = _daemons(tmp_path, emulator, postgres_url, 3)
     for daemon, port in zip(daemons, ports):  # each with its status listener
         config = yaml.safe_load(daemon.config.read_text())

@@ -21,16 +21,11 @@ from ingestd.config import load_config
 from ingestd.service import Service
 from ingestd.status_server import StatusServer
 
-from .daemon import Daemon, drop, jobs_in, make_config, wait_for
+from .daemon import Daemon, drop, free_port, jobs_in, make_config, wait_for
 from .png import read_png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -52,7 +47,7 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_after_an_upload(tmp_path, emulator):
-    port = _free_port()
+    port = free_port()
     config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
     base = f"http://127.0.0.1:{port}"
     with Daemon(config) as daemon:
@@ -75,7 +70,7 @@ def test_metrics_after_an_upload(tmp_path, emulator):
 
 
 def test_api_errors_are_counted_by_class(tmp_path, emulator):
-    port = _free_port()
+    port = free_port()
     config = make_config(tmp_path, emulator.base_url, token="not-the-token", status={"listen": f"127.0.0.1:{port}"})
     base = f"http://127.0.0.1:{port}"
     with Daemon(config) as daemon:
@@ -90,7 +85,7 @@ def test_api_errors_are_counted_by_class(tmp_path, emulator):
 
 
 def test_healthz_turns_503_when_the_main_loop_stalls(tmp_path, emulator):
-    port = _free_port()
+    port = free_port()
     config = load_config(make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"}))
     service = Service(config)
     server = StatusServer(config.status.listen, service)
@@ -114,7 +109,7 @@ def test_healthz_turns_503_when_the_main_loop_stalls(tmp_path, emulator):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_status_page_in_a_browser(tmp_path, emulator):
-    port = _free_port()
+    port = free_port()
     config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
     with Daemon(config) as daemon:
         wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="status listener")
@@ -187,7 +182,7 @@ def a_page_of_everything(tmp_path, emulator, port: int) -> Service:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_status_page_on_a_desktop_and_on_a_phone(tmp_path, emulator):
-    port = _free_port()
+    port = free_port()
     service = a_page_of_everything(tmp_path, emulator, port)
     service.watcher.start()
     server = StatusServer(service.config.status.listen, service)
@@ -235,7 +230,7 @@ def _threads_and_fds(pid: int) -> tuple[int, int]:
 
 def test_a_flood_of_idle_connections_starves_neither_healthz_nor_uploads(tmp_path, emulator):
     """1,100 connections that never send a byte, against a daemon under the common nofile limit of 1024."""
-    port = _free_port()
+    port = free_port()
     config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}"})
     base = f"http://127.0.0.1:{port}"
     idle: list[socket.socket] = []
@@ -262,7 +257,7 @@ def test_a_flood_of_idle_connections_starves_neither_healthz_nor_uploads(tmp_pat
 
 
 def test_status_token_guards_every_page_but_healthz(tmp_path, emulator):
-    port = _free_port()
+    port = free_port()
     token = "status-0123456789abcdef"
     config = make_config(tmp_path, emulator.base_url, status={"listen": f"127.0.0.1:{port}", "token": token})
     base = f"http://127.0.0.1:{port}"
