@@ -101,11 +101,16 @@ def open_store(where: str | Path, *, max_connections: int = 16) -> Store:
     return SqliteStore(Path(where))
 
 
-def split_statements(script: str) -> list[str]:
-    """A migration's statements (DDL here never holds a ``;`` inside a literal)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def newer_schema(where: str, found: int, known: int) -> StoreError:
-    return StoreError(f"the queue at {where} has schema version {found}, newer than this ingestd knows ({known}); "
-                      "upgrade ingestd on this host")
+def apply_migrations(db: Any, where: str, found: int, migrations: Sequence[str]) -> list[int]:
+    """Run the migrations after version ``found`` on ``db`` (inside the caller's transaction); the versions applied."""
+    if found > len(migrations):
+        raise StoreError(f"the queue at {where} has schema version {found}, newer than this ingestd knows"
+                         f" ({len(migrations)}); upgrade ingestd on this host")
+    applied = []
+    for version in range(found + 1, len(migrations) + 1):
+        # DDL here never holds a ``;`` inside a literal.
+        for statement in (s.strip() for s in migrations[version - 1].split(";")):
+            if statement:
+                db.execute(statement)
+        applied.append(version)
+    return applied

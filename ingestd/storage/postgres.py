@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from . import StoreError, UniqueViolation, from_text, newer_schema, redact, split_statements, to_text
+from . import StoreError, UniqueViolation, apply_migrations, from_text, redact, to_text
 
 # Any constant will do, as long as every ingestd uses the same one: it serialises migrations across hosts.
 _MIGRATION_LOCK = 0x696E676573746400  # "ingestd\0"
@@ -120,7 +120,6 @@ class PostgresStore:
             return db.execute("SELECT version FROM ingestd_schema").fetchone()[0]
 
     def migrate(self, migrations: Sequence[str]) -> list[int]:
-        applied = []
         with self.transaction() as db:
             # Daemons starting together on several hosts: one migrates, the others wait and then find nothing to do.
             db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
@@ -128,13 +127,7 @@ class PostgresStore:
             row = db.execute("SELECT version FROM ingestd_schema").fetchone()
             if row is None:
                 db.execute("INSERT INTO ingestd_schema (version) VALUES (0)")
-            found = row[0] if row else 0
-            if found > len(migrations):
-                raise newer_schema(self.where, found, len(migrations))
-            for version in range(found + 1, len(migrations) + 1):
-                for statement in split_statements(migrations[version - 1]):
-                    db.execute(statement)
-                applied.append(version)
+            applied = apply_migrations(db, self.where, row[0] if row else 0, migrations)
             if applied:
                 db.execute("UPDATE ingestd_schema SET version = ?", (applied[-1],))
         return applied

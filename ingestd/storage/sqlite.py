@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import UniqueViolation, from_text, newer_schema, split_statements, to_text
+from . import UniqueViolation, apply_migrations, from_text, to_text
 
 
 class _Connection(sqlite3.Connection):
@@ -92,15 +92,8 @@ class SqliteStore:
         return self._db().execute("PRAGMA user_version").fetchone()[0]
 
     def migrate(self, migrations: Sequence[str]) -> list[int]:
-        applied = []
         with self.transaction() as db:
-            found = db.execute("PRAGMA user_version").fetchone()[0]
-            if found > len(migrations):
-                raise newer_schema(self.where, found, len(migrations))
-            for version in range(found + 1, len(migrations) + 1):
-                for statement in split_statements(migrations[version - 1]):
-                    db.execute(statement)
-                applied.append(version)
+            applied = apply_migrations(db, self.where, db.execute("PRAGMA user_version").fetchone()[0], migrations)
             if applied:
                 db.execute(f"PRAGMA user_version = {applied[-1]}")
         return applied
