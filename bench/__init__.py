@@ -57,6 +57,27 @@ class Scale:
         return int(os.environ.get("BENCH_ROUNDS") or self.pick(full, quick))
 
 
+class Contest:
+    """Rates (MB/s) and CPU (seconds per GiB) of contenders over alternating rounds of one file size."""
+
+    def __init__(self, figure: str, size: int, names: Sequence[str]):
+        self.figure, self.size, self.names = figure, size, list(names)
+        self.rates: dict[str, list[float]] = {name: [] for name in names}
+        self.cpu: dict[str, list[float]] = {name: [] for name in names}
+
+    def record(self, name: str, round_no: int, rounds: int, seconds: float, cpu_seconds: float) -> None:
+        self.rates[name].append(mb_per_s(self.size, seconds))
+        self.cpu[name].append(cpu_seconds / (self.size / 1024 ** 3))
+        log(f"{self.figure} {self.size // MIB} MiB, round {round_no + 1}/{rounds}: {name} {self.rates[name][-1]:.0f} MB/s, "
+            f"{self.cpu[name][-1]:.2f} CPU s/GiB")
+
+    def rate_rows(self, figure: str, what: str) -> list[Row]:
+        """One row per contender: the median rate, each round's, and the median CPU per GiB."""
+        return [Row(figure, f"{self.size // MIB} MiB, {what}: {name}",
+                    f"{median(self.rates[name]):.0f} MB/s ({', '.join(f'{r:.0f}' for r in self.rates[name])}); "
+                    f"CPU {median(self.cpu[name]):.2f} s/GiB") for name in self.names]
+
+
 def ratio_rows(figure: str, metric: str, rates: Sequence[float], peer_rates: Sequence[float], target: float) -> list[Row]:
     """A rate as a ratio of a peer's: best round against best round (the rounds least disturbed by the
     machine's other work, as ``timeit`` takes the fastest repeat), then round by round for the spread."""

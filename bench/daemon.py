@@ -18,7 +18,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from . import (MIB, DaemonProcess, EmulatorProcess, Row, Scale, children_cpu, ingestd_command, log, mb_per_s, median,
+from . import (MIB, Contest, DaemonProcess, EmulatorProcess, Row, Scale, children_cpu, ingestd_command, median,
                queue_counts, ratio_rows, read_through, run_measured, thread_cpu, wait_for, write_config, write_wav)
 from .profile import Sampler, describe, py_spy
 from .throughput import CHUNK, curl_recipe
@@ -84,8 +84,7 @@ def run(scale: Scale) -> list[Row]:
 
 
 def _one_size(size: int, rounds: int, *, profile: bool) -> list[Row]:
-    rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-    cpu: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    contest = Contest("daemon figure", size, CONTENDERS)
     beside: list[float] = []  # CPU seconds per GiB of the daemon's other threads during its upload
     areas: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as scratch:
@@ -108,19 +107,15 @@ def _one_size(size: int, rounds: int, *, profile: bool) -> list[Row]:
                             run_dir, emulator.base_url, source,
                             profile=run_dir / "profile.txt" if profile and round_no == 0 else None)
                         beside.append(others / (size / 1024 ** 3))
-                rates[name].append(mb_per_s(size, window))
-                cpu[name].append(used / (size / 1024 ** 3))
-                log(f"daemon figure {size // MIB} MiB, round {round_no + 1}/{rounds}: {name} {rates[name][-1]:.0f} MB/s, "
-                    f"{cpu[name][-1]:.2f} CPU s/GiB")
+                contest.record(name, round_no, rounds, window, used)
                 shutil.rmtree(run_dir)
     label = f"{size // MIB} MiB"
-    rows = [Row("daemon vs one-shot", f"{label}, parts window: {name}",
-                f"{median(rates[name]):.0f} MB/s ({', '.join(f'{r:.0f}' for r in rates[name])}); "
-                f"CPU {median(cpu[name]):.2f} s/GiB") for name in CONTENDERS]
+    rows = contest.rate_rows("daemon vs one-shot", "parts window")
     rows.append(Row("daemon vs one-shot", f"{label}: CPU of the daemon's other threads while it uploads",
                     f"{median(beside) * 1000:.0f} ms/GiB ({', '.join(f'{b * 1000:.0f}' for b in beside)})"))
     for peer, target in (("ingestd upload", TARGET_VS_ONESHOT), ("curl recipe", TARGET_VS_CURL)):
-        rows += ratio_rows("daemon vs one-shot", f"{label}: ingestd run / {peer}", rates["ingestd run"], rates[peer], target)
+        rows += ratio_rows("daemon vs one-shot", f"{label}: ingestd run / {peer}", contest.rates["ingestd run"],
+                           contest.rates[peer], target)
     if areas:
         rows.append(Row("daemon vs one-shot", f"{label}: daemon busy samples by area, py-spy", describe(areas)))
     return rows

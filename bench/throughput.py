@@ -23,7 +23,7 @@ from pathlib import Path
 from ingestd.client import Part, StreamClient, plan_parts
 from ingestd.media_schema import CreateRequest
 
-from . import MIB, EmulatorProcess, children_cpu, ratio_rows, Row, Scale, ingestd_command, log, mb_per_s, median, read_through, run_measured, write_config, write_wav
+from . import MIB, Contest, EmulatorProcess, children_cpu, ratio_rows, Row, Scale, ingestd_command, read_through, run_measured, write_config, write_wav
 
 CHUNK = 50 * MIB
 TARGET_RATIO = 1.5
@@ -84,8 +84,7 @@ def _own_cpu() -> float:
 
 def _one_size(size: int, rounds: int) -> list[Row]:
     contenders = ["curl recipe", "StreamClient", "ingestd upload", "ingestd upload, parallel_parts=2"]
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    cpu: dict[str, list[float]] = {name: [] for name in contenders}  # seconds per GiB
+    contest = Contest("throughput", size, contenders)
     with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as scratch:
         root = Path(scratch)
         (root / "src").mkdir()
@@ -117,15 +116,11 @@ def _one_size(size: int, rounds: int) -> list[Row]:
                         if measured.returncode != 0:
                             raise RuntimeError(f"ingestd upload failed; see {run_dir / 'upload.log'}")
                         seconds, used = measured.seconds, measured.cpu
-                rates[name].append(mb_per_s(size, seconds))
-                cpu[name].append(used / (size / 1024 ** 3))
-                log(f"throughput {size // MIB} MiB, round {round_no + 1}/{rounds}: {name} {rates[name][-1]:.0f} MB/s, "
-                    f"{cpu[name][-1]:.2f} CPU s/GiB")
+                contest.record(name, round_no, rounds, seconds, used)
                 shutil.rmtree(run_dir)
     label = f"{size // MIB} MiB"
-    rows = [Row("throughput", f"{label}, 50 MiB parts: {name}",
-                f"{median(rates[name]):.0f} MB/s ({', '.join(f'{r:.0f}' for r in rates[name])}); "
-                f"CPU {median(cpu[name]):.2f} s/GiB") for name in contenders]
+    rates, cpu = contest.rates, contest.cpu
+    rows = contest.rate_rows("throughput", "50 MiB parts")
     for name in contenders[1:]:
         rows += ratio_rows("throughput", f"{label}: {name} / curl recipe", rates[name], rates["curl recipe"], TARGET_RATIO)
     cpu_ratios = [i / c for i, c in zip(cpu["ingestd upload"], cpu["curl recipe"])]
