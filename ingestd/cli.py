@@ -128,11 +128,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             "running_by_node": queue.running_by_node(), "oldest_queued_at": queue.oldest_queued_at(),
             "last_success_at": queue.last_success_at(), "held": held,
             "notifications": _notification_counts(config, queue)}
+    if queue.shared:
+        now = time.time()
+        data["daemons"] = [{"node": h.node, "hostname": h.hostname, "pid": h.pid, "started_at": h.started_at,
+                            "seen_seconds_ago": round(now - h.seen_at, 1)} for h in queue.node_holders()]
     if args.json:
         _print_json(data)
         return EX_OK
     print(f"node {config.node_name}, queue {queue.where}")
     if queue.shared:
+        print("daemons: " + (", ".join(f"{d['node']} on {d['hostname']} (pid {d['pid']}, seen {d['seen_seconds_ago']:.0f}s ago)"
+                                       for d in data["daemons"]) or "none running"))
         print("running per node: " + (", ".join(f"{node} {n}" for node, n in sorted(data["running_by_node"].items())) or "none"))
     print(", ".join(f"{n} {what}" for what, n in activity.items()) + "\n")
     print(_table([[state, str(n)] for state, n in counts.items()], ["state", "jobs"]))

@@ -164,6 +164,19 @@ CREATE INDEX IF NOT EXISTS jobs_path ON jobs(path);
 DROP INDEX IF EXISTS jobs_runnable;
 CREATE INDEX IF NOT EXISTS jobs_claim_order ON jobs(state, next_attempt_at, created_at);
 """,
+    # Which running daemon holds each node name on a shared queue: one name, one daemon.
+    """
+CREATE TABLE IF NOT EXISTS nodes (
+    node        TEXT PRIMARY KEY,
+    instance    TEXT NOT NULL,
+    hostname    TEXT NOT NULL,
+    machine     TEXT NOT NULL,
+    boot        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    started_at  DOUBLE PRECISION NOT NULL,
+    seen_at     DOUBLE PRECISION NOT NULL
+);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # How long after its job ended the very same file (same path, size, mtime and inode) is not queued again: longer than
@@ -303,6 +316,23 @@ class Notification:
 
 
 _NOTIFICATION_COLUMNS = tuple(f.name for f in fields(Notification))
+
+
+@dataclass(frozen=True)
+class NodeHolder:
+    """A row of the nodes table: the daemon that holds a node name on a shared queue, and where it runs."""
+
+    node: str
+    instance: str  # one per daemon start
+    hostname: str
+    machine: str  # /etc/machine-id, or the host name where there is none
+    boot: str  # the kernel's boot id: a new one after every restart of the machine
+    pid: int
+    started_at: float
+    seen_at: float
+
+
+_NODE_COLUMNS = tuple(f.name for f in fields(NodeHolder))
 
 
 class JobQueue:
@@ -885,6 +915,39 @@ class JobQueue:
             count = db.execute(query, args).rowcount
             self._outbox_touched = count > 0
         return count
+
+    # -- node names (shared queues) ------------------------------------------
+
+    def node_holders(self) -> list[NodeHolder]:
+        """The daemons that hold a node name, as they last said."""
+        return [NodeHolder(**{name: row[name] for name in _NODE_COLUMNS})
+                for row in self._rows("SELECT * FROM nodes ORDER BY node")]
+
+    def node_holder(self, node: str) -> NodeHolder | None:
+        row = self._row("SELECT * FROM nodes WHERE node = ?", (node,))
+        return NodeHolder(**{name: row[name] for name in _NODE_COLUMNS}) if row else None
+
+    def take_node(self, me: NodeHolder, *, replacing: NodeHolder | None) -> bool:
+        """Hold ``me.node`` for ``me``, if it is still free or still held by ``replacing`` (as read a moment ago)."""
+        values = tuple(getattr(me, name) for name in _NODE_COLUMNS)
+        with self._write() as db:
+            if replacing is None:
+                marks = ",".join("?" * len(_NODE_COLUMNS))
+                return db.execute(f"INSERT INTO nodes ({', '.join(_NODE_COLUMNS)}) VALUES ({marks})"
+                                  " ON CONFLICT (node) DO NOTHING", values).rowcount == 1
+            assignments = ", ".join(f"{name} = ?" for name in _NODE_COLUMNS)
+            return db.execute(f"UPDATE nodes SET {assignments} WHERE node = ? AND instance = ? AND seen_at = ?",
+                              (*values, replacing.node, replacing.instance, replacing.seen_at)).rowcount == 1
+
+    def node_seen(self, node: str, instance: str) -> bool:
+        """Say this daemon still holds ``node``; False when another daemon has taken the name meanwhile."""
+        with self._write() as db:
+            return db.execute("UPDATE nodes SET seen_at = ? WHERE node = ? AND instance = ?",
+                              (time.time(), node, instance)).rowcount == 1
+
+    def release_node(self, node: str, instance: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM nodes WHERE node = ? AND instance = ?", (node, instance))
 
     def _event(self, db: Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
         db.execute(

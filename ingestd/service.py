@@ -28,6 +28,7 @@ from .config import Config, load_config
 from .errors import ConfigError, IngestdError
 from .folderlock import FolderLocks, FolderTaken, folders_are_exclusive
 from .metrics import Metrics
+from .nodes import NodeName, NodeNameTaken
 from .notify import Notifier
 from .notify import secrets_of as notify_secrets
 from .pipeline import Breaker, Pipeline
@@ -139,6 +140,9 @@ class Service:
         self.tick = min(watchdog_usec / 2e6, 5.0) if self.watchdog else 5.0
         # /healthz turns 503 when the loop has not ticked for this long.
         self.stall_after = 3 * self.tick + 5.0
+        # On a shared queue, this daemon's hold on its node name (renewed at every tick of the main loop).
+        self.node_hold = (NodeName(self.queue, config.node_name, stale_after=max(config.queue_lease, 3 * self.tick))
+                          if self.queue.shared else None)
         self._last_tick = time.monotonic()
         self._next_prune = 0.0
 
@@ -262,7 +266,9 @@ class Service:
 
     def start(self) -> None:
         """Reconcile the queue, start workers, watchers and the status listener; return once the start-up backlog is queued."""
-        # First: a job that ends from now on finds its notification targets, and what waits in the outbox is sent,
+        if self.node_hold is not None:
+            self.node_hold.acquire()  # before this node's running jobs are taken back: they may be another daemon's
+        # Then: a job that ends from now on finds its notification targets, and what waits in the outbox is sent,
         # a send the last run was killed in the middle of included.
         self.queue.release_notification_leases(node=self.config.node_name if self.queue.shared else None)
         self.notifications.start(self.config)
@@ -451,6 +457,8 @@ class Service:
             self.status_server.stop()
         for client in [*self._retired_clients, self.client]:
             client.close()
+        if self.node_hold is not None:
+            self.node_hold.release()  # the name is free at once for this daemon's next start
 
     def _prune_if_due(self) -> None:
         """Forget jobs finished longer than state.keep_finished ago: at start-up, then a few times per window."""
@@ -466,6 +474,9 @@ class Service:
     def main_loop(self, config_path: Path) -> None:
         while True:
             self.heartbeat()
+            if self.node_hold is not None and not self.node_hold.renew():
+                raise NodeNameTaken(f"node_name {self.config.node_name!r} was taken over by another daemon while this "
+                                    "one was not heard from; give each host its own node_name in the config")
             self.notifier.notify(f"STATUS={self.status_line()}" + ("\nWATCHDOG=1" if self.watchdog else ""))
             if self.queue.unhold(due_only=True):
                 self.work_available.set()
@@ -528,6 +539,10 @@ def run(config_path: Path) -> int:
         service.notifier.notify(f"READY=1\nSTATUS={service.status_line()}")
         log.info("ready", folders=[str(f.path) for f in config.folders], workers=config.upload.workers)
         service.main_loop(Path(config_path))
+    except NodeNameTaken as exc:
+        # A config problem: restarting would not help, so systemd does not (RestartPreventExitStatus=78).
+        log.error("node_name_taken", error=str(exc))
+        return EX_CONFIG
     finally:
         service.stop()
         folder_locks.release()

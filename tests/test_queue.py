@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sqlite3
+import subprocess
 import threading
 import time
 
 import pytest
 
+from ingestd import nodes
 from ingestd import queue as q
 from ingestd.storage import StoreError
 
@@ -397,3 +401,42 @@ def test_a_claim_reads_the_head_of_the_queue_not_the_whole_backlog(tmp_path):
         "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'queued' AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at, created_at LIMIT 1", (1.0,))]
     assert "jobs_claim_order" in plan[0] and not [p for p in plan if "TEMP B-TREE" in p], plan
+
+
+def _holder(**changes):
+    machine, boot = nodes.this_machine()
+    now = time.time()
+    holder = q.NodeHolder(node="ingest", instance="a", hostname="studio-1", machine=machine, boot=boot,
+                          pid=os.getppid(), started_at=now - 60, seen_at=now - 10)
+    return dataclasses.replace(holder, **changes)
+
+
+def test_a_node_name_is_held_by_one_daemon_at_a_time(queue):
+    assert queue.take_node(_holder(instance="a"), replacing=None)
+    assert not queue.take_node(_holder(instance="b"), replacing=None)
+    read = queue.node_holder("ingest")
+    assert queue.node_seen("ingest", "a")  # "a" says it is alive after "b" read the row: "b" must not replace it
+    assert not queue.take_node(_holder(instance="b"), replacing=read)
+    assert not queue.node_seen("ingest", "b")
+    assert queue.take_node(_holder(instance="b"), replacing=queue.node_holder("ingest"))
+    assert not queue.node_seen("ingest", "a")  # taken over
+    queue.release_node("ingest", "a")  # not a's to release any more
+    assert [h.instance for h in queue.node_holders()] == ["b"]
+    queue.release_node("ingest", "b")
+    assert queue.node_holder("ingest") is None
+
+
+def test_a_node_names_holder_is_gone_when_silent_restarted_or_its_process_ended():
+    ended = _ended_pid()
+    assert not nodes.is_gone(_holder(machine="other", boot="x"), stale_after=30)  # another host, heard 10 s ago
+    assert nodes.is_gone(_holder(machine="other", boot="x"), stale_after=5)  # ... not heard for too long
+    assert nodes.is_gone(_holder(boot="an-earlier-boot"), stale_after=30)  # this machine restarted since
+    assert not nodes.is_gone(_holder(pid=os.getppid()), stale_after=30)  # a live process here
+    assert nodes.is_gone(_holder(pid=ended), stale_after=30)
+    assert nodes.is_gone(_holder(pid=os.getpid()), stale_after=30)  # an earlier run of this very process
+
+
+def _ended_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

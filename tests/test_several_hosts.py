@@ -3,6 +3,7 @@ and the upload of a daemon killed mid-way is taken over by another and resumed f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -124,7 +125,11 @@ def test_three_daemons_share_a_folder_and_a_killed_ones_upload_resumes_elsewhere
         assert "node" in listing and {j.node for j in jobs} <= {f"host{n}" for n in range(3)}
         assert all(j.node in listing for j in jobs)
         assert main(["status", "--config", str(survivors[0].config)]) == 0
-        assert f"node {survivors[0].config.parent.name}" in capsys.readouterr().out
+        status = capsys.readouterr().out
+        assert f"node {survivors[0].config.parent.name}" in status
+        # The survivors stopped cleanly and released their names; the killed daemon is shown as last heard from.
+        assert f"daemons: {victim.config.parent.name} on {os.uname().nodename} (pid {victim.proc.pid}, seen" in status
+        assert not any(f"{d.config.parent.name} on" in status for d in survivors)
     finally:
         for daemon in daemons:
             if daemon.proc is not None and daemon.proc.poll() is None:
@@ -232,3 +237,60 @@ def test_a_daemon_whose_database_goes_away_exits_and_resumes_after_it_returns(tm
         queue.close()
     finally:
         server.stop()
+
+
+def test_a_second_daemon_under_a_running_daemons_node_name_refuses_to_start(tmp_path, emulator, postgres_url):
+    # Two hosts cloned with one host name would both be "host0": the second would take the first's running jobs
+    # back at its start-up. It refuses to start instead, naming the daemon that holds the name; systemd does not
+    # restart it (exit status 78), and the first goes on undisturbed.
+    share, (first,) = _daemons(tmp_path, emulator, postgres_url, 1)
+    clone = Daemon(make_config(tmp_path / "clone", emulator.base_url, upload={"workers": 1}, queue_url=postgres_url,
+                               node_name="host0", queue_lease=LEASE,
+                               folder={"path": str(share / "inbox"), "done_dir": str(share / "done"),
+                                       "failed_dir": str(share / "failed")}))
+    with first:
+        wait_for(lambda: '"event": "ready"' in first.log(), timeout=30, what="the first daemon ready")
+        with clone:
+            assert clone.wait_exit(30) == 78
+        assert f"node_name 'host0' is held by a running daemon on {os.uname().nodename} (pid {first.proc.pid}" in clone.log()
+        assert '"event": "ready"' not in clone.log()
+        drop(share, "take.wav", size=6 * MIB)
+        queue = q.JobQueue(postgres_url)
+        wait_for(lambda: queue.counts()[q.DONE] == 1, timeout=60, what="the first daemon's upload")
+        assert first.proc.poll() is None
+        holder = queue.node_holder("host0")
+        assert holder is not None and holder.pid == first.proc.pid
+        assert first.stop() == 0
+        assert queue.node_holder("host0") is None  # released by a clean stop
+        queue.close()
+
+
+def test_a_daemon_killed_and_started_again_holds_its_node_name_at_once(tmp_path, emulator, postgres_url):
+    share, (daemon,) = _daemons(tmp_path, emulator, postgres_url, 1)
+    with daemon:
+        wait_for(lambda: '"event": "ready"' in daemon.log(), timeout=30, what="the daemon ready")
+        killed = daemon.proc.pid
+        daemon.kill()
+    queue = q.JobQueue(postgres_url)
+    assert queue.node_holder("host0").pid == killed  # a kill leaves the row behind
+    with daemon:
+        wait_for(lambda: daemon.log().count('"event": "ready"') == 2, timeout=30, what="the daemon ready again")
+        assert queue.node_holder("host0").pid == daemon.proc.pid
+        assert daemon.stop() == 0
+    queue.close()
+
+
+def test_a_daemon_whose_node_name_was_taken_over_stops(tmp_path, emulator, postgres_url):
+    # Silent for longer than its lease (a frozen VM, a long network cut), its name may pass to another daemon;
+    # it must not go on as a second "host0" when it wakes.
+    share, (daemon,) = _daemons(tmp_path, emulator, postgres_url, 1)
+    queue = q.JobQueue(postgres_url)
+    with daemon:
+        wait_for(lambda: '"event": "ready"' in daemon.log(), timeout=30, what="the daemon ready")
+        holder = queue.node_holder("host0")
+        other = dataclasses.replace(holder, instance="another-daemon", hostname="elsewhere", machine="elsewhere")
+        assert queue.take_node(other, replacing=holder)
+        assert daemon.wait_exit(30) == 78
+    assert "was taken over by another daemon" in daemon.log()
+    assert queue.node_holder("host0").instance == "another-daemon"  # not released: it is not this daemon's
+    queue.close()
