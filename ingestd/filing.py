@@ -13,7 +13,9 @@ import ctypes
 import errno
 import json
 import os
+import pwd
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,42 @@ class FilingError(IngestdError):
 
 # The longest report suffix: every name ingestd files must leave room for it.
 _REPORT_ROOM = max(len(DONE_SUFFIX), len(ERROR_SUFFIX))
+
+
+def why_unmovable(path: Path) -> str | None:
+    """Why this process may not move ``path`` out of its folder, and the fix; None when it may."""
+    folder = path.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "the folder is not writable for it; make it writable for ingestd, e.g. `chmod g+w` with the ingest group"
+    try:
+        folder_st, file_st = os.stat(folder), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None  # gone meanwhile: the caller finds that out for itself
+    # In a sticky folder (chmod +t) only the file's owner, the folder's owner or a process with CAP_FOWNER may.
+    euid = os.geteuid()
+    if folder_st.st_mode & stat.S_ISVTX and euid not in (folder_st.st_uid, file_st.st_uid) and not _has_cap_fowner():
+        return (f"the folder is sticky (chmod +t) and {path.name} belongs to user {_user(file_st.st_uid)}, so only"
+                " its owner or the folder's may move it; clear the sticky bit (`chmod -t`) or make ingestd the"
+                " folder's owner")
+    return None
+
+
+def _has_cap_fowner() -> bool:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 3))  # CAP_FOWNER is capability 3
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} ({uid})"
+    except KeyError:
+        return str(uid)
 
 
 def destination(dest_dir: Path, relpath: str, job_id: str) -> Path:

@@ -269,11 +269,12 @@ class Pipeline:
 
     def _check_movable(self, path: Path, folder: FolderConfig | None) -> None:
         """Hold a file that could be published but never filed: ingestd may not take it out of its folder."""
-        if not self.move_files or folder is None or os.access(path.parent, os.W_OK | os.X_OK):
+        if not self.move_files or folder is None:
             return
-        raise JobHeld(f"permissions: ingestd cannot move files out of {path.parent} (the folder is not writable for it);"
-                      f" make it writable for ingestd, e.g. `chmod g+w` with the ingest group, and the file goes on by itself",
-                      self._filing_retry())
+        reason = filing.why_unmovable(path)
+        if reason is not None:
+            raise JobHeld(f"permissions: ingestd cannot move files out of {path.parent}: {reason};"
+                          " the file goes on by itself once that is done", self._filing_retry())
 
     def _duplicate_of(self, job: q.Job, path: Path, chunk_size: int) -> tuple[q.Job | None, str | None]:
         """A published job with the same content whose media is still there and done, and this file's content key.

@@ -342,6 +342,35 @@ def test_a_file_in_a_folder_ingestd_cannot_write_is_held_before_upload_and_resum
     assert [m["id"] for m in emulator.all_media()] == [done.media_id]
 
 
+# Root moves anyone's file out of a sticky folder; without CAP_FOWNER it obeys the sticky bit like anyone.
+WITHOUT_FOWNER = (["setpriv", "--inh-caps=-fowner", "--bounding-set=-fowner"] if os.geteuid() == 0 else [])
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root (to give files away) and setpriv")
+def test_a_file_in_a_sticky_folder_ingestd_may_not_move_is_held_before_upload_and_resumes_when_fixed(tmp_path, emulator):
+    # A shared drop folder is often world- or group-writable with the sticky bit (chmod 1777 / 1775), so users
+    # cannot delete each other's takes: then only a file's owner (or the folder's) may move it, whatever the mode.
+    config = make_config(tmp_path, emulator.base_url, upload=FAST)
+    news = tmp_path / "inbox" / "news"
+    news.mkdir(parents=True)
+    with Daemon(config, prefix=WITHOUT_FOWNER) as daemon:
+        wait_for(lambda: "ready" in daemon.log(), what="daemon ready")
+        os.chown(news, 65534, 65534)
+        news.chmod(0o1777)
+        source = tmp_path / "staging" / "bulletin.wav"
+        write_wav(source, seconds=0.5)
+        os.chown(source, 65533, 65533)
+        os.rename(source, news / "bulletin.wav")
+        [held] = _only(tmp_path, q.HELD)
+        assert str(news) in held.held_reason and "sticky" in held.held_reason and "65533" in held.held_reason
+        assert emulator.all_media() == [], "nothing is published that could not be filed"
+        news.chmod(0o777)
+        [done] = _only(tmp_path, q.DONE)
+        assert daemon.stop() == 0
+    assert done.final_path == str(tmp_path / "done" / "news" / "bulletin.wav")
+    assert [m["id"] for m in emulator.all_media()] == [done.media_id]
+
+
 # -- cancelling an upload in progress -----------------------------------------------------------
 
 MIB = 1024 * 1024
