@@ -1,10 +1,13 @@
-"""One daemon per watched folder: two with different queues would each upload every file.
+"""One daemon per watched folder, or several on one shared queue: daemons with queues of their own would each
+upload every file.
 
 Each watched folder holds ``.ingestd.lock`` (a dot file, so the default ``ignore`` patterns skip it),
-``flock``-ed for as long as the daemon watches the folder and naming the host, pid and state_dir
-that hold it, so a second daemon can say who is in the way. ``flock`` is released by the kernel
-when a daemon dies, so a stale file never blocks a start. Daemons that share one queue
-(``queue_url``) may share folders: the queue's leases keep them from taking the same file.
+``flock``-ed for as long as the daemon watches the folder and naming the host, pid, state_dir and (for a
+shared queue) the queue of the daemon that locked it last, so a daemon kept out can say who is in the way.
+A daemon with its own SQLite queue locks it exclusively; daemons on a shared queue (``queue_url``) lock it
+shared with each other, since the queue's leases keep them from taking the same file, and refuse a folder
+whose holders are on another queue. ``flock`` is released by the kernel when a daemon dies, so a stale file
+never blocks a start.
 """
 
 from __future__ import annotations
@@ -20,27 +23,29 @@ import structlog
 
 from .config import Config
 from .errors import IngestdError
+from .storage import redact
 
 LOCK_NAME = ".ingestd.lock"
 
 log = structlog.get_logger("ingestd.folderlock")
 
 
-def folders_are_exclusive(config: Config) -> bool:
-    """Whether each watched folder must belong to this daemon alone: yes, unless the queue is shared."""
-    return config.queue_url is None
-
-
 class FolderTaken(IngestdError):
-    """Another ingestd, with a queue of its own, watches this folder."""
+    """Another ingestd, on another queue, watches this folder."""
 
 
 class FolderLocks:
     """The locks on the watched folders of one daemon."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, *, shared_queue: str | None = None):
+        """``shared_queue``: the queue URL (without its password) of a daemon on a shared queue; None for SQLite."""
         self.state_dir = Path(state_dir)
+        self.shared_queue = shared_queue
         self._held: dict[Path, int] = {}
+
+    @classmethod
+    def for_config(cls, config: Config) -> FolderLocks:
+        return cls(Path(config.state_dir), shared_queue=redact(config.queue_url) if config.queue_url else None)
 
     def lock(self, folders: Iterable[Path]) -> None:
         """Lock every folder not yet held; all or none: on a conflict, what this call took is let go."""
@@ -73,31 +78,44 @@ class FolderLocks:
             log.warning("folder_not_locked", folder=str(folder), reason=exc.strerror or str(exc))
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared_queue else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            if self.shared_queue and _holder(fd).get("queue", self.shared_queue) != self.shared_queue:
+                # The last daemon to lock it is on another queue: alone now (it has stopped), or refused.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_SH)
         except BlockingIOError:
-            holder = _describe(os.pread(fd, 4096, 0))
+            holder = _describe(_holder(fd))
             os.close(fd)
             raise FolderTaken(
-                f"{folder} is already watched by {holder} (lock: {path}); two daemons with their own queues would "
-                "upload its files twice: stop the other one, or let both share one queue (queue_url)") from None
+                f"{folder} is already watched by {holder} (lock: {path}); daemons on different queues would each "
+                "upload its files: stop the other one, or let both share one queue (queue_url)") from None
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "state_dir": str(self.state_dir)}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "state_dir": str(self.state_dir)})
-                  .encode() + b"\n", 0)
+        os.pwrite(fd, json.dumps(me | ({"queue": self.shared_queue} if self.shared_queue else {})).encode() + b"\n", 0)
         self._held[folder] = fd
         return True
 
     def _release(self, folder: Path) -> None:
         fd = self._held.pop(folder)
-        try:
-            os.ftruncate(fd, 0)  # still ours: no other daemon can be writing its name here yet
-        except OSError:
-            pass
+        if not self.shared_queue:  # a shared lock's file may name another holder still there
+            try:
+                os.ftruncate(fd, 0)  # still ours: no other daemon can be writing its name here yet
+            except OSError:
+                pass
         os.close(fd)
 
 
-def _describe(content: bytes) -> str:
+def _holder(fd: int) -> dict:
     try:
-        holder = json.loads(content)
-        return f"ingestd pid {holder['pid']} on {holder['host']} (state_dir {holder['state_dir']})"
-    except (ValueError, KeyError, TypeError):
+        holder = json.loads(os.pread(fd, 4096, 0))
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder: dict) -> str:
+    try:
+        queue = f", queue {holder['queue']}" if holder.get("queue") else ""
+        return f"ingestd pid {holder['pid']} on {holder['host']} (state_dir {holder['state_dir']}{queue})"
+    except KeyError:
         return "another ingestd"

@@ -26,7 +26,7 @@ from . import queue as q
 from .client import StreamClient
 from .config import Config, load_config
 from .errors import ConfigError, IngestdError
-from .folderlock import FolderLocks, FolderTaken, folders_are_exclusive
+from .folderlock import FolderLocks, FolderTaken
 from .metrics import Metrics
 from .nodes import NodeName, NodeNameTaken
 from .notify import Notifier
@@ -367,15 +367,14 @@ class Service:
             return False
         if self.folder_locks is not None:
             try:
-                if folders_are_exclusive(config):
-                    self.folder_locks.lock(f.path for f in config.folders)
+                self.folder_locks.lock(f.path for f in config.folders)
             except FolderTaken as exc:
                 if listen_changes and status_server is not None:
                     status_server.stop()
                 log.error("reload_refused", problem=str(exc), kept="the old config, whole")
                 self.notifier.notify("READY=1\nSTATUS=reload refused: a new folder is watched by another ingestd; old config kept")
                 return False
-            self.folder_locks.keep_only(f.path for f in config.folders if folders_are_exclusive(config))
+            self.folder_locks.keep_only(f.path for f in config.folders)
         for key, old, new in (("state_dir", self.config.state_dir, config.state_dir),
                               ("upload.workers", self.config.upload.workers, config.upload.workers),
                               ("node_name", self.config.node_name, config.node_name),
@@ -524,10 +523,9 @@ def run(config_path: Path) -> int:
     except AlreadyRunning as exc:
         log.error("already_running", error=str(exc))
         return EX_FAILURE
-    folder_locks = FolderLocks(Path(config.state_dir))
+    folder_locks = FolderLocks.for_config(config)
     try:
-        if folders_are_exclusive(config):
-            folder_locks.lock(f.path for f in config.folders)
+        folder_locks.lock(f.path for f in config.folders)
     except FolderTaken as exc:
         log.error("folder_taken", error=str(exc))
         lock.release()

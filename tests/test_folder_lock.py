@@ -8,8 +8,7 @@ import socket
 import yaml
 
 from ingestd import queue as q
-from ingestd.config import load_config
-from ingestd.folderlock import LOCK_NAME, folders_are_exclusive
+from ingestd.folderlock import LOCK_NAME
 
 from .daemon import Daemon, drop, jobs_in, make_config, wait_for
 
@@ -41,7 +40,50 @@ def test_a_second_daemon_on_the_same_folder_refuses_to_start_naming_the_first(tm
         assert successor.stop() == 0
 
 
-def test_daemons_sharing_a_queue_may_share_folders(tmp_path):
-    own = load_config(make_config(tmp_path, "http://127.0.0.1:9"))
-    shared = load_config(make_config(tmp_path, "http://127.0.0.1:9", queue_url="postgresql://ingestd:pw@db.example/ingestd"))
-    assert folders_are_exclusive(own) and not folders_are_exclusive(shared)
+def _on_inbox_of(tmp_path, name, emulator, **top):
+    """A daemon config of its own (state folder, queue) watching ``tmp_path``'s inbox."""
+    config = make_config(tmp_path / name, emulator.base_url, **top)
+    data = yaml.safe_load(config.read_text())
+    data["folders"][0] = yaml.safe_load((tmp_path / "config.yaml").read_text())["folders"][0]
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return config
+
+
+def test_daemons_on_one_shared_queue_share_a_folder_that_a_daemon_on_another_queue_may_not_watch(
+        tmp_path, emulator, postgres):
+    queue_url = postgres.url()
+    first = make_config(tmp_path, emulator.base_url, queue_url=queue_url, node_name="ingest-1")
+    partner = _on_inbox_of(tmp_path, "partner", emulator, queue_url=queue_url, node_name="ingest-2")
+    own_sqlite = _on_inbox_of(tmp_path, "own-sqlite", emulator)
+    other_queue = _on_inbox_of(tmp_path, "other-queue", emulator, queue_url=postgres.url(), node_name="ingest-3")
+    with Daemon(first) as one, Daemon(partner) as two:
+        for daemon in (one, two):
+            wait_for(lambda: '"ready"' in daemon.log(), what="both daemons on the shared queue ready")
+        for config in (own_sqlite, other_queue):
+            with Daemon(config) as intruder:
+                assert intruder.wait_exit(30) == 1
+            [refusal] = [json.loads(line) for line in intruder.log().splitlines() if '"folder_taken"' in line]
+            assert f"{tmp_path / 'inbox'} is already watched by ingestd pid" in refusal["error"]
+            assert "queue postgresql://" in refusal["error"] and "different queues" in refusal["error"]
+        drop(tmp_path, "once.wav")
+        shared = q.JobQueue(queue_url)
+        wait_for(lambda: shared.counts()[q.DONE] == 1, what="the file uploaded once by the shared-queue daemons")
+        shared.close()
+        assert one.stop() == 0 and two.stop() == 0
+    assert len(emulator.all_media()) == 1
+
+
+def test_a_daemon_on_a_shared_queue_may_not_watch_a_folder_of_a_daemon_with_its_own_queue(tmp_path, emulator,
+                                                                                          postgres_url):
+    own = make_config(tmp_path, emulator.base_url)
+    shared = _on_inbox_of(tmp_path, "shared", emulator, queue_url=postgres_url)
+    with Daemon(own) as daemon:
+        wait_for(lambda: '"ready"' in daemon.log(), what="the daemon with its own queue ready")
+        with Daemon(shared) as intruder:
+            assert intruder.wait_exit(30) == 1
+        assert f"is already watched by ingestd pid {daemon.proc.pid}" in intruder.log()
+        assert daemon.stop() == 0
+    # Once the first has gone, the folder is free for the shared-queue daemon.
+    with Daemon(shared) as successor:
+        wait_for(lambda: '"ready"' in successor.log(), what="the shared-queue daemon ready")
+        assert successor.stop() == 0

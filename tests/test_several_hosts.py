@@ -22,6 +22,7 @@ from ingestd.client import StreamClient
 from ingestd.config import load_config
 from ingestd.emulator import Faults
 from ingestd.errors import ConfigError
+from ingestd.folderlock import LOCK_NAME
 from ingestd.pipeline import Pipeline
 
 from .daemon import Daemon, drop, free_port, make_config, wait_for
@@ -112,7 +113,7 @@ def test_three_daemons_share_a_folder_and_a_killed_ones_upload_resumes_elsewhere
         assert sorted(j.outcome for j in jobs) == ["done"] * 5 + ["duplicate"]
         filed = sorted(p.name for p in (share / "done").iterdir() if not p.name.endswith(".json"))
         assert filed == sorted([*names, "copy.wav"])
-        assert not list((share / "inbox").iterdir())
+        assert [p.name for p in (share / "inbox").iterdir()] == [LOCK_NAME]  # every file filed
         statuses = {name: json.loads((share / "done" / f"{name}.ingestd.json").read_text())["status"]
                     for name in [*names, "copy.wav"]}
         # Whichever of the two identical files finishes its upload first is published; the other is its duplicate.
