@@ -129,7 +129,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "last_success_at": queue.last_success_at(), "held": held,
             "notifications": _notification_counts(config, queue)}
     if queue.shared:
-        now = time.time()
+        now = queue.now()
         data["daemons"] = [{"node": h.node, "hostname": h.hostname, "pid": h.pid, "started_at": h.started_at,
                             "seen_seconds_ago": round(now - h.seen_at, 1)} for h in queue.node_holders()]
     if args.json:
@@ -301,7 +301,7 @@ def _retry(queue: q.JobQueue, job: q.Job) -> str:
 def cmd_jobs_prune(args: argparse.Namespace) -> int:
     """Forget finished jobs now, as the daemon does after state.keep_finished."""
     queue = _queue(_load(args))
-    before = time.time() - args.older_than
+    before = queue.now() - args.older_than
     pruned = queue.prune_finished(before)
     print(f"pruned {pruned} finished job(s) that ended before {_when(before)}")
     return EX_OK

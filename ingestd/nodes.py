@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -45,9 +44,9 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def is_gone(holder: q.NodeHolder, *, stale_after: float, now: float | None = None) -> bool:
-    """Whether the daemon that holds a name has certainly stopped (or is as good as stopped)."""
-    if (time.time() if now is None else now) - holder.seen_at > stale_after:
+def is_gone(holder: q.NodeHolder, *, stale_after: float, now: float) -> bool:
+    """Whether the daemon that holds a name has certainly stopped (or is as good as stopped); ``now`` on the queue's clock."""
+    if now - holder.seen_at > stale_after:
         return True  # silent for longer than a job's lease: its jobs are free anyway
     machine, boot = this_machine()
     if holder.machine != machine:
@@ -72,9 +71,9 @@ class NodeName:
         machine, boot = this_machine()
         while True:
             holder = self.queue.node_holder(self.node)
-            if holder is not None and not is_gone(holder, stale_after=self.stale_after):
-                raise NodeNameTaken(_taken_message(holder, self.stale_after))
-            now = time.time()
+            now = self.queue.now()
+            if holder is not None and not is_gone(holder, stale_after=self.stale_after, now=now):
+                raise NodeNameTaken(_taken_message(holder, self.stale_after, now))
             me = q.NodeHolder(node=self.node, instance=self.instance, hostname=socket.gethostname(), machine=machine,
                               boot=boot, pid=os.getpid(), started_at=now, seen_at=now)
             if self.queue.take_node(me, replacing=holder):
@@ -89,8 +88,8 @@ class NodeName:
         self.queue.release_node(self.node, self.instance)
 
 
-def _taken_message(holder: q.NodeHolder, stale_after: float) -> str:
-    ago = max(0.0, time.time() - holder.seen_at)
+def _taken_message(holder: q.NodeHolder, stale_after: float, now: float) -> str:
+    ago = max(0.0, now - holder.seen_at)
     return (f"node_name {holder.node!r} is held by a running daemon on {holder.hostname} (pid {holder.pid}, last seen "
             f"{ago:.0f}s ago); two daemons under one name would take each other's jobs. Give each host its own "
             f"node_name in the config. If that daemon has stopped, the name is free {stale_after:.0f}s after it "

@@ -341,7 +341,7 @@ class Sender:
             outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
         if self.on_outcome is not None:
             self.on_outcome(self.target, outcome)
-        now = time.time() if now is None else now
+        now = self.queue.now() if now is None else now
         if outcome.accepted:
             crashpoints.reach("after_notification_accepted")
             self.queue.notification_sent(n, now=now)

@@ -106,5 +106,5 @@ def _run_to_end(queue: q.JobQueue, pipeline: Pipeline, job: q.Job, owner: str, b
         if job.media_status and job.media_status != last_status:
             last_status = job.media_status
             bar.transcoding(job.media_id, job.media_status)
-        time.sleep(max(0.0, min(job.next_attempt_at - time.time(), 5.0)))
+        time.sleep(max(0.0, min(job.next_attempt_at - queue.now(), 5.0)))
     return job

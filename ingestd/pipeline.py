@@ -467,7 +467,7 @@ class Pipeline:
             bound.info("complete_already_done", status=media.status)
         crashpoints.reach("after_complete")
         self.breaker.success()
-        self.queue.update(job.id, stage=q.TRANSCODE, transcode_started=time.time(), media_status="transcoding",
+        self.queue.update(job.id, stage=q.TRANSCODE, transcode_started=self.queue.now(), media_status="transcoding",
                           event="upload_completed")
         bound.info("upload_completed_transcoding")
 
@@ -487,7 +487,8 @@ class Pipeline:
             self.queue.update(job.id, media_status="fail", media=media_json)
             raise JobFailed("the service could not transcode this file (media status 'fail')",
                             hint="check that the file plays and is a supported audio format")
-        elapsed = time.time() - (job.transcode_started or time.time())
+        now = self.queue.now()
+        elapsed = now - (job.transcode_started or now)
         if elapsed > self.config.upload.transcode_timeout:
             raise JobFailed(f"transcoding did not finish within {self.config.upload.transcode_timeout:.0f}s (status {media.status!r})")
         self.queue.update(job.id, media_status=media.status, media=media_json)

@@ -349,6 +349,10 @@ class JobQueue:
         self._transaction = threading.local()  # what the current thread's write transaction did
         self.store.migrate(migrations_for(self.store))
 
+    def now(self) -> float:
+        """The queue's clock: every timestamp and lease in it is on this one, whichever host writes it."""
+        return time.time() + self.store.clock_offset
+
     @property
     def where(self) -> str:
         return self.store.where
@@ -521,7 +525,7 @@ class JobQueue:
     def enqueue_many(self, files: list["NewFile"], *,
                      same_file_window: float = SAME_FILE_WINDOW) -> list[tuple[str, "NewFile"]]:
         """Jobs for many ready files in one transaction (a start-up backlog is thousands); returns (job id, file) of those added."""
-        now = time.time()
+        now = self.now()
         added = []
         with self._write() as db:
             for f in files:
@@ -547,7 +551,7 @@ class JobQueue:
 
     def claim(self, owner: str, *, now: float | None = None) -> Job | None:
         """Take the next runnable job (or one whose lease ran out) and count the attempt."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._write() as db:
             # Work abandoned by a dead worker first (running jobs are few), then the head of the queue.
             row = db.execute(
@@ -569,7 +573,7 @@ class JobQueue:
 
     def claim_job(self, job_id: str, owner: str) -> Job | None:
         """Take one particular live job, unless a worker holds an unexpired lease on it."""
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE jobs SET state = 'running', lease_owner = ?, node = ?, lease_expires = ?, attempts = attempts + 1,"
@@ -612,7 +616,7 @@ class JobQueue:
 
     def renew(self, job_id: str, owner: str) -> bool:
         """Extend a lease while work goes on; False when the lease was lost to someone else."""
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE jobs SET lease_expires = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
@@ -625,7 +629,7 @@ class JobQueue:
         for key in ("request", "media", "quality_names"):
             if key in values and not isinstance(values[key], (str, type(None))):
                 values[key] = json.dumps(values[key], ensure_ascii=False)
-        values["updated_at"] = time.time()
+        values["updated_at"] = self.now()
         unknown = set(values) - set(_JOB_COLUMNS)
         if unknown:
             raise ValueError(f"unknown job fields: {sorted(unknown)}")
@@ -641,11 +645,11 @@ class JobQueue:
                 "INSERT INTO parts (job_id, idx, start, length, md5, acked_at) VALUES (?,?,?,?,?,?)"
                 " ON CONFLICT (job_id, idx) DO UPDATE SET start = excluded.start, length = excluded.length,"
                 " md5 = excluded.md5, acked_at = excluded.acked_at",
-                (job_id, index, start, length, md5, time.time()),
+                (job_id, index, start, length, md5, self.now()),
             )
             # An acknowledged part is progress: the upload step's tries start over.
             db.execute("UPDATE jobs SET bytes_sent = bytes_sent + ?, attempts = CASE WHEN attempts > 1 THEN 1 ELSE attempts END, updated_at = ? WHERE id = ?",
-                       (length, time.time(), job_id))
+                       (length, self.now(), job_id))
 
     def acked_spans(self, job_id: str) -> list[tuple[int, int, int]]:
         """The acknowledged parts as (index, start, length)."""
@@ -662,7 +666,7 @@ class JobQueue:
 
     def release_if_owned(self, job_id: str, owner: str) -> bool:
         """Give back a job this owner still leases (an interrupted `ingestd upload`), to run again at once."""
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL, next_attempt_at = ?,"
@@ -678,7 +682,7 @@ class JobQueue:
         """Ask the worker running a live job to cancel it between two parts; False when the job is no longer live."""
         with self._write() as db:
             cursor = db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
-                                " AND state IN ('queued', 'running', 'held')", (time.time(), job_id))
+                                " AND state IN ('queued', 'running', 'held')", (self.now(), job_id))
             if cursor.rowcount:
                 self._event(db, job_id, "cancel_requested", None)
         return cursor.rowcount == 1
@@ -690,7 +694,7 @@ class JobQueue:
     def release(self, job_id: str, *, delay: float, error: str | None = None, refund_attempt: bool = False,
                 event: str = "retry_scheduled") -> None:
         """Give a running job back to the queue, to run again after ``delay`` seconds."""
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL, next_attempt_at = ?,"
@@ -701,7 +705,7 @@ class JobQueue:
 
     def hold(self, job_id: str, reason: str, *, recheck_after: float | None = None) -> None:
         """Park a job that cannot go on until something outside changes (credentials, budget)."""
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET state = 'held', held_reason = ?, lease_owner = NULL, lease_expires = NULL,"
@@ -717,7 +721,7 @@ class JobQueue:
 
     def unhold(self, *, reason_prefix: str = "", due_only: bool = False, now: float | None = None) -> int:
         """Put held jobs back in the queue: all of them, those held for one reason, or those due for a re-check."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         query = "UPDATE jobs SET state = 'queued', next_attempt_at = ?, updated_at = ? WHERE state = 'held' AND held_reason LIKE ?"
         args: list[Any] = [now, now, reason_prefix + "%"]
         if due_only:
@@ -734,7 +738,7 @@ class JobQueue:
         """
         if state not in FINAL_STATES:
             raise ValueError(f"{state!r} is not a final state")
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET state = ?, outcome = ?, error = COALESCE(?, error), final_path = COALESCE(?, final_path),"
@@ -759,7 +763,7 @@ class JobQueue:
 
     def requeue(self, job_id: str, *, path: str, stage: str = PREPARE) -> None:
         """Start a finished job over (``ingestd jobs retry``): a fresh attempt count, no media yet."""
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM contents WHERE job_id = ?", (job_id,))
@@ -818,7 +822,7 @@ class JobQueue:
 
     def due_notifications(self, target: str, *, now: float | None = None, limit: int = 20) -> list[Notification]:
         """Pending notifications for a target that may be sent now: due, not leased, and first of their job."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         rows = self._rows(
             "SELECT * FROM outbox o WHERE target = ? AND state = 'pending' AND next_attempt_at <= ?"
             " AND (lease_expires IS NULL OR lease_expires < ?)"
@@ -832,7 +836,7 @@ class JobQueue:
     def claim_notification(self, n: Notification, *, lease: float, node: str | None = None,
                            now: float | None = None) -> bool:
         """Take one notification for sending; False when another sender has it (or it is no longer pending)."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE outbox SET lease_expires = ?, lease_node = ?, first_tried_at = COALESCE(first_tried_at, ?)"
@@ -843,7 +847,7 @@ class JobQueue:
         return cursor.rowcount == 1
 
     def notification_sent(self, n: Notification, *, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._write() as db:
             db.execute("UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, lease_expires = NULL,"
                        " last_error = NULL WHERE job_id = ? AND event = ? AND target = ?",
@@ -905,7 +909,7 @@ class JobQueue:
 
     def retry_notifications(self, *, job_id: str | None = None, now: float | None = None) -> int:
         """Give undeliverable notifications (of one job, or all) a fresh day of tries."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         query = ("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, first_tried_at = NULL,"
                  " lease_expires = NULL WHERE state = 'undeliverable'")
         args: list[Any] = [now]
@@ -943,7 +947,7 @@ class JobQueue:
         """Say this daemon still holds ``node``; False when another daemon has taken the name meanwhile."""
         with self._write() as db:
             return db.execute("UPDATE nodes SET seen_at = ? WHERE node = ? AND instance = ?",
-                              (time.time(), node, instance)).rowcount == 1
+                              (self.now(), node, instance)).rowcount == 1
 
     def release_node(self, node: str, instance: str) -> None:
         with self._write() as db:
@@ -952,7 +956,7 @@ class JobQueue:
     def _event(self, db: Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
         db.execute(
             "INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)",
-            (job_id, time.time(), event, json.dumps(detail, ensure_ascii=False) if detail else None),
+            (job_id, self.now(), event, json.dumps(detail, ensure_ascii=False) if detail else None),
         )
 
 

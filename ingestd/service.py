@@ -43,6 +43,9 @@ LOG_EACH_UP_TO = 100
 # Below the unit's TimeoutStopSec=90, so a slow last part is not cut off by SIGKILL.
 STOP_TIMEOUT = 60.0
 PRUNE_INTERVAL = 3600.0
+# How often a daemon on a shared queue reads the database's clock again, and how far off its own may be unremarked.
+CLOCK_CHECK_INTERVAL = 60.0
+CLOCK_WARN_OFFSET = 2.0
 
 log = structlog.get_logger("ingestd.service")
 
@@ -145,6 +148,8 @@ class Service:
                           if self.queue.shared else None)
         self._last_tick = time.monotonic()
         self._next_prune = 0.0
+        self._next_clock_check = 0.0
+        self._clock_off = False
 
     # -- wiring ------------------------------------------------------------
 
@@ -466,9 +471,25 @@ class Service:
             return
         keep = self.config.state.keep_finished
         self._next_prune = now + min(PRUNE_INTERVAL, keep / 4)
-        pruned = self.queue.prune_finished(now - keep)
+        pruned = self.queue.prune_finished(self.queue.now() - keep)
         if pruned:
             log.info("finished_jobs_pruned", count=pruned, finished_before_seconds_ago=keep)
+
+    def _check_clock(self) -> None:
+        """Read the shared queue's clock again now and then; say so when this host's clock is off it."""
+        if not self.queue.shared or time.monotonic() < self._next_clock_check:
+            return
+        self._next_clock_check = time.monotonic() + CLOCK_CHECK_INTERVAL
+        offset = self.queue.store.measure_clock()
+        off = abs(offset) > CLOCK_WARN_OFFSET
+        if off and not self._clock_off:
+            # Harmless to the queue, whose leases and times are all on the database's clock; not to the rest.
+            log.warning("clock_off", seconds=round(offset, 1), message=f"this host's clock is {abs(offset):.0f}s "
+                        f"{'behind' if offset > 0 else 'ahead of'} the queue database's; the queue keeps to the "
+                        "database's clock, but fix this host's time (NTP): file ages and log times use it")
+        elif self._clock_off and not off:
+            log.info("clock_in_step", seconds=round(offset, 1))
+        self._clock_off = off
 
     def main_loop(self, config_path: Path) -> None:
         while True:
@@ -480,6 +501,7 @@ class Service:
             if self.queue.unhold(due_only=True):
                 self.work_available.set()
             self._prune_if_due()
+            self._check_clock()
             try:
                 event = self.events.get(timeout=self.tick)
             except stdqueue.Empty:

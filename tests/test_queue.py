@@ -324,8 +324,8 @@ def test_finished_jobs_are_pruned_after_the_window_and_live_ones_never(queue):
     queue.ack_part(old_done.id, 0, 0, 10, "0" * 32)
     queue.finish(old_done.id, q.DONE)
     queue.finish(old_failed.id, q.FAILED, error="broken")
-    cutoff = time.time() + 0.001
-    while time.time() <= cutoff:
+    cutoff = queue.now() + 0.001  # on the queue's clock, which finished_at is stamped with
+    while queue.now() <= cutoff:
         pass
     queue.finish(recent.id, q.DONE)
     assert queue.prune_finished(cutoff) == 2
@@ -428,12 +428,12 @@ def test_a_node_name_is_held_by_one_daemon_at_a_time(queue):
 
 def test_a_node_names_holder_is_gone_when_silent_restarted_or_its_process_ended():
     ended = _ended_pid()
-    assert not nodes.is_gone(_holder(machine="other", boot="x"), stale_after=30)  # another host, heard 10 s ago
-    assert nodes.is_gone(_holder(machine="other", boot="x"), stale_after=5)  # ... not heard for too long
-    assert nodes.is_gone(_holder(boot="an-earlier-boot"), stale_after=30)  # this machine restarted since
-    assert not nodes.is_gone(_holder(pid=os.getppid()), stale_after=30)  # a live process here
-    assert nodes.is_gone(_holder(pid=ended), stale_after=30)
-    assert nodes.is_gone(_holder(pid=os.getpid()), stale_after=30)  # an earlier run of this very process
+    assert not nodes.is_gone(_holder(machine="other", boot="x"), stale_after=30, now=time.time())  # another host, heard 10 s ago
+    assert nodes.is_gone(_holder(machine="other", boot="x"), stale_after=5, now=time.time())  # ... not heard for too long
+    assert nodes.is_gone(_holder(boot="an-earlier-boot"), stale_after=30, now=time.time())  # this machine restarted since
+    assert not nodes.is_gone(_holder(pid=os.getppid()), stale_after=30, now=time.time())  # a live process here
+    assert nodes.is_gone(_holder(pid=ended), stale_after=30, now=time.time())
+    assert nodes.is_gone(_holder(pid=os.getpid()), stale_after=30, now=time.time())  # an earlier run of this very process
 
 
 def _ended_pid() -> int:

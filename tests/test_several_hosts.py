@@ -152,7 +152,7 @@ def test_a_worker_that_lost_its_lease_creates_and_moves_nothing(tmp_path, emulat
     queue.claim_job(job.id, "host-a:1:worker-0")
     queue.update(job.id, stage=stage, outcome=q.DONE if stage == q.FILE else None)
     stalled = queue.get(job.id)
-    assert queue.claim("host-b:1:worker-0", now=time.time() + 4).id == job.id  # host-a's lease ran out meanwhile
+    assert queue.claim("host-b:1:worker-0", now=queue.now() + 4).id == job.id  # host-a's lease ran out meanwhile
 
     with StreamClient.from_config(config.api) as client:
         Pipeline(config, queue, client).run(stalled, "host-a:1:worker-0")
@@ -294,4 +294,45 @@ def test_a_daemon_whose_node_name_was_taken_over_stops(tmp_path, emulator, postg
         assert daemon.wait_exit(30) == 78
     assert "was taken over by another daemon" in daemon.log()
     assert queue.node_holder("host0").instance == "another-daemon"  # not released: it is not this daemon's
+    queue.close()
+
+
+# A host whose clock is ten minutes ahead, as ingestd reads it (time.time). (libfaketime would shift the whole
+# process, but its timed waits then never end under Python's threads.)
+CLOCK_AHEAD = """
+import time
+_host_clock = time.time
+time.time = lambda: _host_clock() + 600.0
+"""
+
+
+def test_a_host_whose_clock_is_ahead_does_not_take_a_live_daemons_job(tmp_path, emulator_factory, postgres_url):
+    # Leases are stamped on the database's clock: a host ten minutes ahead (NTP broken) must not judge the lease
+    # of a job another daemon is uploading as long run out, and take it from under it.
+    emulator = emulator_factory(faults=Faults(slow=1.0, slow_seconds=1.0, endpoints=frozenset({"part"})))
+    share, (honest, skewed) = _daemons(tmp_path, emulator, postgres_url, 2)
+    (tmp_path / "clock-ahead").mkdir()
+    (tmp_path / "clock-ahead" / "sitecustomize.py").write_text(CLOCK_AHEAD)  # imported by site at the daemon's start
+    skewed.env |= {"PYTHONPATH": str(tmp_path / "clock-ahead")}
+    queue = q.JobQueue(postgres_url)
+    with honest:
+        wait_for(lambda: '"event": "ready"' in honest.log(), timeout=30, what="the first daemon ready")
+        drop(share, "take.wav", size=20 * MIB)
+        job = wait_for(lambda: next((j for j in queue.list(states=(q.RUNNING,)) if j.acked_parts), None),
+                       timeout=30, what="the first daemon uploading")
+        with skewed:
+            wait_for(lambda: '"event": "ready"' in skewed.log(), timeout=30, what="the skewed daemon ready")
+            wait_for(lambda: queue.get(job.id).state == q.DONE, timeout=60, what="the upload done")
+            [warning] = [json.loads(line) for line in skewed.log().splitlines() if '"clock_off"' in line]
+            assert -610 < warning["seconds"] < -590 and "ahead of the queue database's" in warning["message"]
+            assert abs(queue.node_holder("host1").seen_at - time.time()) < 30  # its row is on the database's clock
+            assert skewed.stop() == 0
+        assert honest.stop() == 0
+    # While host0 uploaded, its lease was live: only host0 claimed the job. (Afterwards, between two polls of the
+    # transcode, the job is free for either daemon to take.)
+    events = [e["event"] for e in queue.events(job.id)]
+    uploading = queue.events(job.id)[:events.index("upload_finished")]
+    claims = [q.node_of(e["detail"]["owner"]) for e in uploading if e["event"] == "claimed"]
+    assert claims == ["host0"], claims
+    assert len(emulator.all_media()) == 1
     queue.close()

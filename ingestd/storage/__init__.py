@@ -50,6 +50,11 @@ class Store(Protocol):
     """What a claim's SELECT ends with so that concurrent claimers skip each other's rows."""
     ddl: dict[str, str]
     """Words a migration fills in where the engines' DDL differs."""
+    clock_offset: float
+    """Seconds to add to this host's clock to read the store's: the one clock every host stamps leases with."""
+
+    def measure_clock(self) -> float:
+        """Measure ``clock_offset`` again, and return it."""
 
     def read(self) -> AbstractContextManager[Connection]:
         """A connection for reads; each statement sees committed state."""
