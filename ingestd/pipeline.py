@@ -289,16 +289,20 @@ class Pipeline:
         layout = _layout(plan_parts(job.size, chunk_size))
         md5s = _part_md5s(path, layout)
         key = _content_key(layout, md5s)
+        # Jobs cut with another chunk_size (the config changed since) have keys made under their own layout.
+        keys = [key] + [_content_key(other, _part_md5s(path, other))
+                        for other in {_layout(plan_parts(job.size, size))
+                                      for size in self.queue.chunk_sizes_of_size(job.size, job.id)} - {layout}]
         # An identical file ahead is found by its content key; only those ahead whose key is not known yet are read.
         # (Comparing with every job of the same size made a backlog of equal-sized files quadratic.)
-        ahead = self.queue.ahead_with_content(job, key)
+        ahead = next(filter(None, (self.queue.ahead_with_content(job, k) for k in keys)), None)
         if ahead is None:
             ahead = next((other for other in self.queue.ahead_without_content_key(job)
                           if _same_content(other, key, layout, md5s)), None)
         if ahead is not None:
             raise _Reschedule(max(self.config.upload.poll_interval, 0.5), "waiting_for_identical_file",
                               reason=f"waiting for job {ahead.id[:12]} ({ahead.relpath}), which has the same content")
-        for earlier in self.queue.done_jobs_with_content(key, job.id):
+        for earlier in (done for k in keys for done in self.queue.done_jobs_with_content(k, job.id)):
             if self._media_still_done(earlier.media_id):
                 return earlier, key
         return None, key

@@ -478,6 +478,12 @@ class JobQueue:
             (size, job_id))
         return row is not None
 
+    def chunk_sizes_of_size(self, size: int, job_id: str) -> set[int]:
+        """The part sizes other jobs of this size were cut with: their content keys were made under those."""
+        return {row[0] for row in self._rows(
+            "SELECT DISTINCT chunk_size FROM jobs WHERE size = ? AND id != ? AND chunk_size IS NOT NULL"
+            " AND content_key IS NOT NULL AND state IN ('queued','running','held','done')", (size, job_id))}
+
     def done_jobs_with_content(self, content_key: str, job_id: str) -> list[Job]:
         """Published jobs with the same content key, oldest first, for duplicate detection."""
         return self._jobs(self._rows(

@@ -208,6 +208,24 @@ def test_a_duplicate_is_recognised_after_the_first_copy_left_the_done_folder(tmp
     assert done.id in skipped.error
 
 
+def test_a_copy_is_recognised_after_chunk_size_changed_since_the_first_upload(tmp_path, emulator):
+    # The content key is made of the parts' MD5s, so it depends on where the parts were cut: a copy must be
+    # compared under the layout the first upload used, not only under today's chunk_size.
+    first = drop(tmp_path, "show.wav", size=12 * MIB)
+    content = first.read_bytes()
+    with Daemon(_config(tmp_path, emulator, upload={"chunk_size": "5MiB"})) as daemon:
+        done = _one(tmp_path, q.DONE)
+        assert daemon.stop() == 0
+    with Daemon(_config(tmp_path, emulator, upload={"chunk_size": "6MiB"})) as daemon:
+        again = tmp_path / "staging" / "show-again.wav"
+        again.write_bytes(content)
+        again.rename(tmp_path / "inbox" / "show-again.wav")
+        skipped = _one(tmp_path, q.SKIPPED)
+        assert daemon.stop() == 0
+    assert [m["id"] for m in emulator.all_media()] == [done.media_id]
+    assert done.id in skipped.error
+
+
 def test_a_part_the_service_lost_is_sent_again_when_complete_reports_the_gap(tmp_path, emulator):
     source = drop(tmp_path, "lost-part.wav", size=12 * MIB)
     original = source.read_bytes()
