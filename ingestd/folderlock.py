@@ -82,7 +82,7 @@ class FolderLocks:
             if self.shared_queue and _holder(fd).get("queue", self.shared_queue) != self.shared_queue:
                 # The last daemon to lock it is on another queue: alone now (it has stopped), or refused.
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_SH)
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # not atomic: one that slips in between keeps it
         except BlockingIOError:
             holder = _describe(_holder(fd))
             os.close(fd)

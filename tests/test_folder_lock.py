@@ -71,6 +71,11 @@ def test_daemons_on_one_shared_queue_share_a_folder_that_a_daemon_on_another_que
         shared.close()
         assert one.stop() == 0 and two.stop() == 0
     assert len(emulator.all_media()) == 1
+    # The lock file still names the first queue; its daemons have gone, so a daemon on another queue starts now.
+    assert json.loads((tmp_path / "inbox" / LOCK_NAME).read_text())["queue"].startswith("postgresql://")
+    with Daemon(other_queue) as successor:
+        wait_for(lambda: '"ready"' in successor.log(), what="the daemon on the other queue ready")
+        assert successor.stop() == 0
 
 
 def test_a_daemon_on_a_shared_queue_may_not_watch_a_folder_of_a_daemon_with_its_own_queue(tmp_path, emulator,
