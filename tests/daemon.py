@@ -37,6 +37,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def clock_off_by(seconds: float, folder: Path) -> dict[str, str]:
+    """Environment for a daemon whose host's wall clock is ``seconds`` off, as Python reads it (time.time and
+    time.time_ns; the monotonic clock stays right, as it does on a host whose NTP is broken). ``folder`` holds the
+    ``sitecustomize`` that shifts it. (libfaketime would shift the whole process, but its timed waits then never
+    end under Python's threads.)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import time\n"
+        "_host_time, _host_time_ns = time.time, time.time_ns\n"
+        f"time.time = lambda: _host_time() + {seconds!r}\n"
+        f"time.time_ns = lambda: _host_time_ns() + {int(seconds * 1e9)}\n")
+    return {"PYTHONPATH": str(folder)}
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
     """Poll until ``predicate()`` is truthy; fail the test with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

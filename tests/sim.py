@@ -31,6 +31,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from ingestd.errors import APIError, NotFoundError
 
 from .audio import write_wav, write_wav_of_size
 from .conftest import fast_settings
-from .daemon import Daemon, make_config, wait_for
+from .daemon import Daemon, clock_off_by, make_config, wait_for
 
 AUDIO_SUFFIX = ".wav"
 
@@ -63,11 +64,12 @@ class World:
     """One watched folder ``inbox`` → ``done`` / ``failed``, a running emulator and the daemon under test.
 
     With ``queue_url``, ``hosts`` daemons (each its own node_name and state folder) share that PostgreSQL queue
-    and the one folder, as several hosts on one share would.
+    and the one folder, as several hosts on one share would; ``clock_offsets`` puts host n's wall clock that many
+    seconds off.
     """
 
     def __init__(self, root: Path, *, seed: int, config: dict | None = None, hosts: int = 1,
-                 queue_url: str | None = None):
+                 queue_url: str | None = None, clock_offsets: Sequence[float] = ()):
         self.root = root
         self.queue_url = queue_url
         self.emulator = Emulator(fast_settings(faults=Faults(seed=seed)), data_dir=root / "emulator").start()
@@ -94,7 +96,9 @@ class World:
                                                       | (config or {})))
                         for n in range(hosts)]
         self.config = self.configs[0]
-        self.daemons = [Daemon(c) for c in self.configs]
+        self.envs = [clock_off_by(offset, root / f"clock-{n}") if offset else {}
+                     for n, offset in enumerate(list(clock_offsets) + [0.0] * (hosts - len(clock_offsets)))]
+        self.daemons = [Daemon(c, env=e) for c, e in zip(self.configs, self.envs)]
 
     @property
     def daemon(self) -> Daemon:
@@ -102,7 +106,7 @@ class World:
 
     def start(self, which: int | None = None) -> None:
         for n in range(len(self.daemons)) if which is None else [which]:
-            daemon = self.daemons[n] = Daemon(self.configs[n])
+            daemon = self.daemons[n] = Daemon(self.configs[n], env=self.envs[n])
             before = len(daemon.log()) if daemon.log_path.exists() else 0
             daemon.start()
             wait_for(lambda: '"ready"' in daemon.log()[before:] or daemon.proc.poll() is not None, timeout=60,
@@ -330,10 +334,11 @@ class Simulation:
     NAMES = ["ep1", "ep2", "ep3", "show/ep4", "show/ep5", "intro", "outro"]
     FAULTS = {"server_error": 0.3, "rate_limited": 0.3, "drop_after_commit": 0.25, "transcode_fail": 0.5}
 
-    def __init__(self, root: Path, seed: int, *, check_every: int = 8, hosts: int = 1, queue_url: str | None = None):
+    def __init__(self, root: Path, seed: int, *, check_every: int = 8, hosts: int = 1, queue_url: str | None = None,
+                 clock_offsets: Sequence[float] = ()):
         self.seed = seed
         self.rng = random.Random(seed)
-        self.world = World(root, seed=seed, hosts=hosts, queue_url=queue_url)
+        self.world = World(root, seed=seed, hosts=hosts, queue_url=queue_url, clock_offsets=clock_offsets)
         self.dead: set[int] = set()  # daemons killed and not started again yet
         self.model = Model()
         self.check_every = check_every

@@ -25,7 +25,7 @@ from ingestd.errors import ConfigError
 from ingestd.folderlock import LOCK_NAME
 from ingestd.pipeline import Pipeline
 
-from .daemon import Daemon, drop, free_port, make_config, wait_for
+from .daemon import Daemon, clock_off_by, drop, free_port, make_config, wait_for
 from .postgres import PostgresServer, server_binaries
 from .sim import Simulation
 from .test_crash import assert_filed_once
@@ -204,8 +204,9 @@ def test_a_bad_queue_url_or_node_name_is_a_config_error_with_its_line(tmp_path):
 
 
 def test_the_invariants_hold_with_three_daemons_on_one_queue_and_one_folder(tmp_path, postgres_url):
-    """The simulation of tests/sim.py, its daemon killed now and then, with three daemons sharing the work."""
-    summary = Simulation(tmp_path, 6, hosts=3, queue_url=postgres_url).run(16)
+    """The simulation of tests/sim.py, its daemon killed now and then, with three daemons sharing the work: one
+    host's clock ten minutes ahead, another's five minutes behind."""
+    summary = Simulation(tmp_path, 6, hosts=3, queue_url=postgres_url, clock_offsets=(0.0, 600.0, -300.0)).run(16)
     assert summary["steps"] == 16 and sum(summary["invariant_checks_passed"].values()) > 0
     assert summary["events"].get("kill_and_restart"), summary["events"]  # this seed kills a daemon
 
@@ -297,23 +298,12 @@ def test_a_daemon_whose_node_name_was_taken_over_stops(tmp_path, emulator, postg
     queue.close()
 
 
-# A host whose clock is ten minutes ahead, as ingestd reads it (time.time). (libfaketime would shift the whole
-# process, but its timed waits then never end under Python's threads.)
-CLOCK_AHEAD = """
-import time
-_host_clock = time.time
-time.time = lambda: _host_clock() + 600.0
-"""
-
-
 def test_a_host_whose_clock_is_ahead_does_not_take_a_live_daemons_job(tmp_path, emulator_factory, postgres_url):
     # Leases are stamped on the database's clock: a host ten minutes ahead (NTP broken) must not judge the lease
     # of a job another daemon is uploading as long run out, and take it from under it.
     emulator = emulator_factory(faults=Faults(slow=1.0, slow_seconds=1.0, endpoints=frozenset({"part"})))
     share, (honest, skewed) = _daemons(tmp_path, emulator, postgres_url, 2)
-    (tmp_path / "clock-ahead").mkdir()
-    (tmp_path / "clock-ahead" / "sitecustomize.py").write_text(CLOCK_AHEAD)  # imported by site at the daemon's start
-    skewed.env |= {"PYTHONPATH": str(tmp_path / "clock-ahead")}
+    skewed.env |= clock_off_by(600.0, tmp_path / "clock-ahead")
     queue = q.JobQueue(postgres_url)
     with honest:
         wait_for(lambda: '"event": "ready"' in honest.log(), timeout=30, what="the first daemon ready")
