@@ -182,6 +182,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # How long after its job ended the very same file (same path, size, mtime and inode) is not queued again: longer than
 # any watcher takes to offer a file it saw; a file put back unchanged later than this is a new job.
 SAME_FILE_WINDOW = 600.0
+# Paths looked up per statement when a batch is enqueued: well under either engine's limit on parameters.
+KNOWN_FILES_CHUNK = 500
 
 
 # Columns are 64-bit signed integers; a file's stat can exceed them (an mtime in the year 2446).
@@ -534,26 +536,42 @@ class JobQueue:
         now = self.now()
         added = []
         with self._write() as db:
+            # One job per file: none for the very same file (path, size, mtime, inode) while its job is live or
+            # a moment after it ended, since a watcher (of this daemon, or of another host on the share) that saw
+            # the file before it was moved away offers it late; and none while a live job has the path (the
+            # unique index). Looked up for the whole batch at once, so each insert is a plain one-row insert.
+            known = self._known_files(db, [f.path for f in files], now - same_file_window)
             for f in files:
+                if (f.path, f.size, storable(f.mtime_ns), f.inode) in known:
+                    continue
                 job_id = uuid.uuid4().hex
                 stage, outcome = (FILE, FAILED) if f.failure else (PREPARE, None)
-                # ("+size": looked up by path; by size, a backlog of takes of one length made each insert a scan.)
-                # One job per file: none while a live job has the path (the unique index), and none for the very
-                # same file (path, size, mtime, inode) whose job ended a moment ago: a watcher (of this daemon, or of
-                # another host on the share) that saw the file before it was moved away offers it late.
                 cursor = db.execute(
                     "INSERT INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage, outcome, error,"
-                    " created_at, updated_at) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM jobs"
-                    " WHERE path = ? AND +size = ? AND mtime_ns = ? AND inode = ?"
-                    " AND (state IN ('queued', 'running', 'held') OR finished_at > ?)) ON CONFLICT DO NOTHING",
+                    " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, storable(f.mtime_ns), f.inode, QUEUED, stage,
-                     outcome, f.failure, now, now,
-                     f.path, f.size, storable(f.mtime_ns), f.inode, now - same_file_window),
+                     outcome, f.failure, now, now),
                 )
                 if cursor.rowcount:
-                    self._event(db, job_id, "enqueued", {"path": f.path, "size": f.size, "failure": f.failure})
                     added.append((job_id, f))
+            if added:
+                db.executemany("INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)", [
+                    (job_id, now, "enqueued", json.dumps({"path": f.path, "size": f.size, "failure": f.failure},
+                                                         ensure_ascii=False))
+                    for job_id, f in added])
         return added
+
+    @staticmethod
+    def _known_files(db: Connection, paths: list[str], ended_after: float) -> set[tuple[str, int, int, int]]:
+        """(path, size, mtime_ns, inode) of the jobs at these paths that are live or ended after ``ended_after``."""
+        known = set()
+        unique = list(dict.fromkeys(paths))
+        for start in range(0, len(unique), KNOWN_FILES_CHUNK):
+            chunk = unique[start:start + KNOWN_FILES_CHUNK]
+            known.update(tuple(row) for row in db.execute(
+                f"SELECT path, size, mtime_ns, inode FROM jobs WHERE path IN ({','.join('?' * len(chunk))})"
+                " AND (state IN ('queued', 'running', 'held') OR finished_at > ?)", (*chunk, ended_after)))
+        return known
 
     def claim(self, owner: str, *, now: float | None = None) -> Job | None:
         """Take the next runnable job (or one whose lease ran out) and count the attempt."""

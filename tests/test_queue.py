@@ -378,6 +378,28 @@ def test_the_same_file_offered_again_just_after_its_job_ended_is_not_queued_twic
     assert _enqueue(queue) is not None  # put back unchanged long after: queued again
 
 
+def test_a_batch_refuses_and_queues_each_file_as_it_would_alone(queue):
+    """Known files are looked up for a whole batch at once, in chunks; each file is judged as a single enqueue is."""
+    finished = _enqueue(queue, "/in/finished.wav")
+    queue.finish(finished.id, q.DONE, final_path="/done/finished.wav")
+    _enqueue(queue, "/in/live.wav")
+    new = [q.NewFile(f"/in/{n}.wav", "/in", f"{n}.wav", 10, 1, 100 + n) for n in range(q.KNOWN_FILES_CHUNK + 10)]
+    refused = [
+        q.NewFile("/in/finished.wav", "/in", "finished.wav", 10, 1, 2),  # the very file whose job just ended
+        q.NewFile("/in/live.wav", "/in", "live.wav", 10, 5, 9),  # another file where a live job holds the path
+        q.NewFile("/in/0.wav", "/in", "0.wav", 10, 1, 100),  # offered twice in one batch
+    ]
+    stalled = q.NewFile("/in/stalled.wav", "/in", "stalled.wav", 10, 1, 3, failure="still changing")
+    added = queue.enqueue_many([*new, *refused, stalled])
+    assert [f for _, f in added] == [*new, stalled]
+    for job_id, f in added:
+        assert [(e["event"], e["detail"]) for e in queue.events(job_id)] == [
+            ("enqueued", {"path": f.path, "size": 10, "failure": f.failure})]
+    job = queue.get(added[-1][0])
+    assert (job.state, job.stage, job.outcome, job.error) == (q.QUEUED, q.FILE, q.FAILED, "still changing")
+    assert queue.counts()[q.QUEUED] == len(new) + 2
+
+
 def test_a_backlog_of_one_size_is_looked_up_by_path_and_content_key_not_scanned_by_size(tmp_path):
     # Takes of one length: looked up by size, each insert of a start-up backlog (and each duplicate check) was a
     # scan of every job of that size, quadratic over 100,000 files. SQLite picks the index; this reads its plan.
@@ -388,11 +410,12 @@ def test_a_backlog_of_one_size_is_looked_up_by_path_and_content_key_not_scanned_
         job = _enqueue(queue)
         queue.ahead_with_content(job, "0" * 64)
         db.set_trace_callback(None)
-        plans = {sql.split()[0]: " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql))
-                 for sql in statements if sql.startswith(("INSERT INTO jobs", "SELECT * FROM jobs WHERE content_key"))}
-    assert set(plans) == {"INSERT", "SELECT"}
-    assert "INDEX jobs_path" in plans["INSERT"] and "jobs_size" not in plans["INSERT"], plans["INSERT"]
-    assert "INDEX jobs_content_key" in plans["SELECT"] and "jobs_size" not in plans["SELECT"], plans["SELECT"]
+        plans = {prefix: " ".join(row[-1] for sql in statements if sql.startswith(prefix)
+                                  for row in db.execute("EXPLAIN QUERY PLAN " + sql))
+                 for prefix in ("SELECT path, size, mtime_ns, inode FROM jobs", "SELECT * FROM jobs WHERE content_key")}
+    lookup, duplicates = plans.values()
+    assert "INDEX jobs_path" in lookup and "jobs_size" not in lookup, lookup
+    assert "INDEX jobs_content_key" in duplicates and "jobs_size" not in duplicates, duplicates
 
 
 def test_a_claim_reads_the_head_of_the_queue_not_the_whole_backlog(tmp_path):
