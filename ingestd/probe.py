@@ -12,7 +12,7 @@ import struct
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import mutagen
 from mutagen.aiff import AIFF
@@ -180,8 +180,10 @@ def is_complete(path: str | os.PathLike[str]) -> bool | None:
     it says, or its headers are not finished yet. ``None``: the format does not say (MP3,
     Ogg, unknown files, or a writer that left placeholder sizes), so only time can tell.
     """
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        fh = _Reader(fd)
         head = fh.read(12)
         if len(head) < 12:
             return None
@@ -195,7 +197,43 @@ def is_complete(path: str | os.PathLike[str]) -> bool | None:
         fh.seek(flac_start)
         if fh.read(4) == b"fLaC":
             return _flac_complete(fh, flac_start + 4, size)
+    finally:
+        os.close(fd)
     return None
+
+
+class _Reader:
+    """``seek`` and ``read`` on a file descriptor, the first few KiB from a single read: the watcher asks this of
+    every file of a backlog, and the headers it looks at sit there."""
+
+    HEAD = 4096
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._pos = 0
+        self._head = self._pread(self.HEAD, 0)
+
+    def seek(self, pos: int) -> None:
+        self._pos = pos
+
+    def read(self, n: int) -> bytes:
+        end = self._pos + n
+        if end <= len(self._head) or len(self._head) < self.HEAD:  # a file shorter than HEAD is all in it
+            data = self._head[self._pos:end]
+        else:
+            data = self._pread(n, self._pos)
+        self._pos += len(data)
+        return data
+
+    def _pread(self, n: int, pos: int) -> bytes:
+        chunks = []
+        while n > 0:
+            chunk = os.pread(self._fd, n, pos)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n, pos = n - len(chunk), pos + len(chunk)
+        return b"".join(chunks)
 
 
 def _iff_size_complete(declared: int, size: int) -> bool | None:
@@ -204,7 +242,7 @@ def _iff_size_complete(declared: int, size: int) -> bool | None:
     return size >= 8 + declared
 
 
-def _riff_complete(fh: BinaryIO, head: bytes, size: int) -> bool | None:
+def _riff_complete(fh: _Reader, head: bytes, size: int) -> bool | None:
     riff_size = struct.unpack("<I", head[4:8])[0]
     pos = 12
     data_size: int | None = None
@@ -236,7 +274,7 @@ def _riff_complete(fh: BinaryIO, head: bytes, size: int) -> bool | None:
     return None
 
 
-def _mp4_complete(fh: BinaryIO, size: int) -> bool:
+def _mp4_complete(fh: _Reader, size: int) -> bool:
     """Top-level boxes must tile the file exactly, and the ``moov`` index must be among them."""
     pos, seen_moov = 0, False
     for _ in range(_MAX_CHUNKS):
@@ -260,7 +298,7 @@ def _mp4_complete(fh: BinaryIO, size: int) -> bool:
     return False
 
 
-def _skip_id3v2(head: bytes, fh: BinaryIO) -> int:
+def _skip_id3v2(head: bytes, fh: _Reader) -> int:
     """Offset after a leading ID3v2 tag (some taggers put one before FLAC's magic)."""
     if head[:3] != b"ID3":
         return 0
@@ -281,7 +319,7 @@ _FLAC_TAIL = 1 << 20  # bytes searched backwards for the last frame when STREAMI
 _ID3V1_SIZE = 128
 
 
-def _flac_complete(fh: BinaryIO, pos: int, size: int) -> bool | None:
+def _flac_complete(fh: _Reader, pos: int, size: int) -> bool | None:
     streaminfo = None
     while True:
         fh.seek(pos)
