@@ -70,10 +70,10 @@ class LiveProgress:
             return dict(self.uploads)
 
 
-def _relative(path: Path, folder: Path) -> str:
+def _relative(path: str, folder: Path) -> str:
     """``path`` relative to ``folder``, which holds it; by text, as a backlog has thousands of them."""
-    text, top = str(path), str(folder).rstrip(os.sep) + os.sep
-    return text[len(top):] if text.startswith(top) else str(path.relative_to(folder))
+    top = str(folder).rstrip(os.sep) + os.sep
+    return path[len(top):] if path.startswith(top) else str(Path(path).relative_to(folder))
 
 
 class AlreadyRunning(IngestdError):
@@ -189,7 +189,7 @@ class Service:
                     batch.append(self._arrivals.get_nowait())
                 except stdqueue.Empty:
                     break
-            files = [q.NewFile(str(r.path), str(r.folder.path), _relative(r.path, r.folder.path), r.size, r.mtime_ns,
+            files = [q.NewFile(r.path_text, str(r.folder.path), _relative(r.path_text, r.folder.path), r.size, r.mtime_ns,
                                r.inode, str(r.sidecar) if r.sidecar else None) for r in batch]
             try:
                 added = self._enqueue(files)

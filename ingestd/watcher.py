@@ -65,16 +65,20 @@ ObserverKind = Literal["native", "polling"]
 StatKey = tuple[int, int, int]  # size, mtime_ns, inode
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReadyFile:
     """A file that has stopped changing and is whole, with the stat it was judged on."""
 
-    path: Path  # as the filesystem gives it (never normalised)
+    path_text: str  # as the filesystem gives it (never normalised); text, as a backlog hands on thousands
     folder: FolderConfig
     size: int
     mtime_ns: int
     inode: int
     sidecar: Path | None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.path_text)
 
 
 @dataclass
@@ -593,7 +597,7 @@ class Watcher:
                     return (f"sidecar {Path(c.path).stem}.yaml/.json is required but did not appear "
                             f"within {_human(folder.sidecar_wait)}")
                 return f"sidecar {sidecar.name} was still changing after {_human(folder.sidecar_wait)}"
-        return ReadyFile(path=Path(c.path), folder=folder, size=size, mtime_ns=mtime_ns, inode=inode, sidecar=sidecar)
+        return ReadyFile(path_text=c.path, folder=folder, size=size, mtime_ns=mtime_ns, inode=inode, sidecar=sidecar)
 
     def _sidecar_state(self, c: _Candidate, now: float) -> tuple[Path | None, bool]:
         """The sidecar beside the candidate, if any, and whether it has held still for settle."""
