@@ -9,9 +9,11 @@ import os
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import quote, quote_plus
 
 import structlog
+
+from .storage import url_passwords
 
 if TYPE_CHECKING:
     from .config import Config
@@ -84,8 +86,7 @@ def secrets_of(config: Config) -> list[str]:
     """Every secret the config holds, for the log redactor."""
     api = config.api
     secrets = [s.get_secret_value() for s in (api.token, api.secret_key, config.status.token) if s is not None]
-    password = urlsplit(config.queue_url).password if config.queue_url else None
-    return secrets + ([unquote(password)] if password else [])
+    return secrets + (url_passwords(config.queue_url) if config.queue_url else [])
 
 
 def _not_watchdog_shutdown_race(record: logging.LogRecord) -> bool:

@@ -223,3 +223,20 @@ def test_the_redactor_knows_every_form_and_every_owner():
     assert scrubbed.count(REDACTED) >= 10
     redactor.update(["another-token-value"])
     assert redactor.scrub("pg-pass/word+1") == REDACTED, "a reload of the API credentials keeps the queue's secret"
+
+
+def test_a_queue_password_in_the_url_or_its_query_is_shown_nowhere(tmp_path, emulator, postgres_url, capsys):
+    # libpq takes a password in the URL's user part or as a query parameter; either is a secret.
+    host, _, query = postgres_url.removeprefix("postgresql://ingestd@").partition("?")
+    queue_url = f"postgresql://ingestd:Userinfo-secret-1@{host}?{query}&password=Query-secret-22"
+    config = make_config(tmp_path, emulator.base_url, queue_url=queue_url)
+    with Daemon(config) as daemon:
+        wait_for(lambda: '"ready"' in daemon.log(), what="the daemon ready")
+        lock = (tmp_path / "inbox" / ".ingestd.lock").read_text()
+        assert main(["status", "--config", str(config)]) == 0
+        assert main(["status", "--json", "--config", str(config)]) == 0
+        assert daemon.stop() == 0
+    shown = capsys.readouterr().out
+    assert "queue postgresql://ingestd:***@" in shown and "password=***" in shown
+    for text in (daemon.log(), lock, shown):
+        assert "Userinfo-secret-1" not in text and "Query-secret-22" not in text

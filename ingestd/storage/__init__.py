@@ -7,6 +7,7 @@ Nothing above the queue knows which store it talks to.
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qsl, unquote, urlsplit
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -87,8 +88,17 @@ def from_text(value: object) -> object:
 
 
 def redact(url: str) -> str:
-    """A queue URL without its password, for messages and the status page."""
-    return re.sub(r"(://[^:/@]*:)\S*@", r"\1***@", url)
+    """A queue URL without its passwords (libpq takes one in the user part, and as a query parameter), for
+    messages, the status page and lock files."""
+    url = re.sub(r"(://[^:/@]*:)\S*@", r"\1***@", url)
+    return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords a queue URL holds, decoded, for the log redactor."""
+    parts = urlsplit(url)
+    found = [unquote(parts.password)] if parts.password else []
+    return found + [value for key, value in parse_qsl(parts.query) if key.lower() in ("password", "sslpassword") and value]
 
 
 def is_url(where: str | Path) -> bool:
