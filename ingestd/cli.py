@@ -137,8 +137,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EX_OK
     print(f"node {config.node_name}, queue {queue.where}")
     if queue.shared:
-        print("daemons: " + (", ".join(f"{d['node']} on {d['hostname']} (pid {d['pid']}, seen {d['seen_seconds_ago']:.0f}s ago)"
-                                       for d in data["daemons"]) or "none running"))
+        print(visible("daemons: " + (", ".join(f"{d['node']} on {d['hostname']} (pid {d['pid']}, seen {d['seen_seconds_ago']:.0f}s ago)"
+                                               for d in data["daemons"]) or "none running")))
         print("running per node: " + (", ".join(f"{node} {n}" for node, n in sorted(data["running_by_node"].items())) or "none"))
     print(", ".join(f"{n} {what}" for what, n in activity.items()) + "\n")
     print(_table([[state, str(n)] for state, n in counts.items()], ["state", "jobs"]))
