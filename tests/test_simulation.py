@@ -4,6 +4,8 @@ The short form runs in the suite. The long form runs by hand:
 
     INGESTD_SIM_SEED=1,2,3 INGESTD_SIM_STEPS=700 .venv/bin/python -m pytest tests/test_simulation.py -k by_hand -s
 
+With INGESTD_SIM_HOSTS=3, three daemons share a PostgreSQL queue and the folder (clocks off, see below).
+
 A failing run prints its seed and step count; add every seed that found a bug to REGRESSION_SEEDS.
 """
 
@@ -42,8 +44,12 @@ def test_invariants_hold_under_random_events(tmp_path, seed, steps):
 
 @pytest.mark.skipif("INGESTD_SIM_SEED" not in os.environ, reason="the long form runs by hand: set INGESTD_SIM_SEED")
 @pytest.mark.timeout(0)  # a few seeds of hundreds of steps run longer than the suite's per-test limit
-def test_invariants_hold_by_hand(tmp_path):
+def test_invariants_hold_by_hand(tmp_path, request):
     steps = int(os.environ.get("INGESTD_SIM_STEPS", "500"))
+    hosts = int(os.environ.get("INGESTD_SIM_HOSTS", "1"))
     for seed in (int(s) for s in os.environ["INGESTD_SIM_SEED"].split(",")):
-        summary = Simulation(tmp_path / f"seed-{seed}", seed).run(steps)
+        # Several hosts share a fresh PostgreSQL queue; the second's clock is ten minutes ahead, the third's five behind.
+        shared = {"hosts": hosts, "queue_url": request.getfixturevalue("postgres").url(),
+                  "clock_offsets": (0.0, 600.0, -300.0)} if hosts > 1 else {}
+        summary = Simulation(tmp_path / f"seed-{seed}", seed, **shared).run(steps)
         print(json.dumps(summary, sort_keys=True))
