@@ -977,6 +977,11 @@ class JobQueue:
         with self._write() as db:
             db.execute("DELETE FROM nodes WHERE node = ? AND instance = ?", (node, instance))
 
+    def prune_nodes(self, before: float) -> int:
+        """Forget the names of daemons not heard from since ``before`` (killed, and not started again since)."""
+        with self._write() as db:
+            return db.execute("DELETE FROM nodes WHERE seen_at < ?", (before,)).rowcount
+
     def _event(self, db: Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
         db.execute(
             "INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)",

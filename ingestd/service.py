@@ -474,6 +474,8 @@ class Service:
         pruned = self.queue.prune_finished(self.queue.now() - keep)
         if pruned:
             log.info("finished_jobs_pruned", count=pruned, finished_before_seconds_ago=keep)
+        if self.queue.shared:
+            self.queue.prune_nodes(self.queue.now() - keep)
 
     def _check_clock(self) -> None:
         """Read the shared queue's clock again now and then; say so when this host's clock is off it."""

@@ -447,6 +447,11 @@ def test_a_node_name_is_held_by_one_daemon_at_a_time(queue):
     assert [h.instance for h in queue.node_holders()] == ["b"]
     queue.release_node("ingest", "b")
     assert queue.node_holder("ingest") is None
+    # A killed daemon's row stays until it has not been heard from for the finished jobs' window.
+    assert queue.take_node(_holder(node="gone", seen_at=time.time() - 100), replacing=None)
+    assert queue.take_node(_holder(node="here"), replacing=None)
+    assert queue.prune_nodes(time.time() - 50) == 1
+    assert [h.node for h in queue.node_holders()] == ["here"]
 
 
 def test_a_node_names_holder_is_gone_when_silent_restarted_or_its_process_ended():
