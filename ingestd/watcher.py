@@ -123,6 +123,20 @@ class _Candidate:
     listed_sidecar_generation: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class _FoundAt:
+    """When a listing found its files: one set of times shared by all of them, as a backlog has a hundred thousand."""
+
+    monotonic: float
+    wall: float
+    settled: float  # as if the file had been seen unchanged for settle already
+
+    @classmethod
+    def now(cls, settle: float) -> _FoundAt:
+        monotonic = time.monotonic()
+        return cls(monotonic, time.time(), monotonic - settle)
+
+
 @dataclass(slots=True)
 class _Reported:
     inode: int
@@ -437,6 +451,7 @@ class Watcher:
             sidecars = ({e.name for e in entries if e.name.endswith(SIDECAR_SUFFIXES)} if folder.sidecar != "off"
                         else set())
             generation = self._sidecar_generation
+            found_at = _FoundAt.now(folder.settle)
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=False):
@@ -462,9 +477,9 @@ class Watcher:
                     stem = os.path.splitext(entry.name)[0]
                     sidecar = next((stem + suffix for suffix in SIDECAR_SUFFIXES if stem + suffix in sidecars), None) \
                         if sidecars else None
-                    found += self._add(entry.path, watch, st, settled=True, listing=(sidecar, generation))
+                    found += self._add(entry.path, watch, st, settled=True, listing=(sidecar, generation), at=found_at)
                 else:
-                    found += self._add(entry.path, watch, st, settled=False)
+                    found += self._add(entry.path, watch, st, settled=False, at=found_at)
         return found, complete
 
     def _note_not_a_file(self, path: Path, mode: int) -> None:
@@ -478,9 +493,9 @@ class Watcher:
         log.info("not_a_regular_file_skipped", path=str(path), kind=kind)
 
     def _add(self, path: str, watch: _FolderWatch, st: os.stat_result, *, settled: bool,
-             listing: tuple[str | None, int] | None = None) -> bool:
+             listing: tuple[str | None, int] | None = None, at: _FoundAt | None = None) -> bool:
         """A new candidate; ``listing`` (sidecar name or None, sidecar generation) when a directory listing found it settled."""
-        now = time.monotonic()
+        at = at or _FoundAt.now(watch.folder.settle)
         with self._lock:
             if path in self._candidates:
                 return False
@@ -488,8 +503,8 @@ class Watcher:
             if reported is not None and (reported.inode, reported.mtime_ns) == (st.st_ino, st.st_mtime_ns):
                 return False
             candidate = _Candidate(
-                path=path, watch=watch, key=_stat_key(st), first_seen=now,
-                last_change=now - watch.folder.settle if settled else now, since=time.time(),
+                path=path, watch=watch, key=_stat_key(st), first_seen=at.monotonic,
+                last_change=at.settled if settled else at.monotonic, since=at.wall,
             )
             if listing is not None:
                 candidate.listed = True
