@@ -38,7 +38,7 @@ from .storage import redact
 from .watcher import ReadyFile, Watcher
 
 EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
-ENQUEUE_BATCH = 1000
+ENQUEUE_BATCH = 2500
 LOG_EACH_UP_TO = 100
 # Below the unit's TimeoutStopSec=90, so a slow last part is not cut off by SIGKILL.
 STOP_TIMEOUT = 60.0
