@@ -20,6 +20,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from ingestd import queue as q
+from ingestd.service import ENQUEUE_BATCH
 from tests.postgres import PostgresServer, server_binaries
 
 from . import MIB, DaemonProcess, EmulatorProcess, Row, Scale, log, mb_per_s, wait_for, write_config, write_wav
@@ -71,12 +72,13 @@ def claims_per_second(where: str | Path, jobs: int, processes: int, threads: int
 
 
 def backlog(where: str | Path, jobs: int, claims: int = 200) -> tuple[float, float]:
-    """Files enqueued per second (batches of 500, as the daemon's enqueuer writes them), and milliseconds per claim
+    """Files enqueued per second (in the batches the daemon's enqueuer writes), and milliseconds per claim
     (with finish) while ``jobs`` wait in the queue."""
     queue = q.JobQueue(where)
     started = time.perf_counter()
-    for first in range(0, jobs, 500):
-        queue.enqueue_many([q.NewFile(f"/in/{n}.wav", "/in", f"{n}.wav", 1, 1, n) for n in range(first, first + 500)])
+    for first in range(0, jobs, ENQUEUE_BATCH):
+        queue.enqueue_many([q.NewFile(f"/in/{n}.wav", "/in", f"{n}.wav", 1, 1, n)
+                            for n in range(first, min(first + ENQUEUE_BATCH, jobs))])
     enqueued = jobs / (time.perf_counter() - started)
     started = time.perf_counter()
     for _ in range(claims):
@@ -145,7 +147,8 @@ def run(scale: Scale) -> list[Row]:
                 where = server.url() if store == "PostgreSQL" else work / "backlog.sqlite3"
                 enqueued, per_claim = backlog(where, waiting)
                 log(f"{store}: {enqueued:.0f} files/s enqueued, {per_claim:.1f} ms per claim with {waiting} waiting")
-                rows.append(Row("hosts", f"{store}: enqueue {waiting:,} files (batches of 500)", f"{enqueued:,.0f} files/s"))
+                rows.append(Row("hosts", f"{store}: enqueue {waiting:,} files (batches of {ENQUEUE_BATCH:,})",
+                                f"{enqueued:,.0f} files/s"))
                 rows.append(Row("hosts", f"{store}: claim + finish with {waiting:,} queued", f"{per_claim:.1f} ms"))
             files, size = scale.pick(48, 24), 4 * MIB
             total = sum(size + n for n in range(files))
