@@ -48,7 +48,7 @@ def clock_off_by(seconds: float, folder: Path) -> dict[str, str]:
         "_host_time, _host_time_ns = time.time, time.time_ns\n"
         f"time.time = lambda: _host_time() + {seconds!r}\n"
         f"time.time_ns = lambda: _host_time_ns() + {int(seconds * 1e9)}\n")
-    return {"PYTHONPATH": str(folder)}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, (str(folder), os.environ.get("PYTHONPATH"))))}
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
