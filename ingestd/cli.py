@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import re
@@ -356,6 +357,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_upload(args: argparse.Namespace) -> int:
     from .oneshot import upload_one
 
+    # Everything loaded so far lives until the command ends: out of the collector's way, no collection (during the
+    # upload, or the last one at exit) walks it again. That last one alone cost about 70 ms of CPU.
+    gc.freeze()
     config = _load(args)
     if args.force:
         # The same content uploaded before is uploaded again, as with duplicates: upload.
