@@ -129,6 +129,21 @@ def read_through(path: Path) -> None:
             pass
 
 
+def cached_source(root: Path, size: int) -> Path:
+    """``root/src/master.wav`` of ``size`` bytes, written back to disk and then read into the page cache."""
+    (root / "src").mkdir()
+    source = write_wav(root / "src" / "master.wav", size)
+    os.sync()  # nothing of the source left to write back while a contender reads it
+    read_through(source)
+    return source
+
+
+def rotated(names: Sequence[str], round_no: int) -> list[str]:
+    """The contenders' order in a round: rotated each round, so none always runs first (or last)."""
+    shift = round_no % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
 # -- processes --------------------------------------------------------------------------
 
 class EmulatorProcess:

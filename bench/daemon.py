@@ -18,8 +18,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from . import (MIB, Contest, DaemonProcess, EmulatorProcess, Row, Scale, children_cpu, ingestd_command, median,
-               queue_counts, ratio_rows, read_through, run_measured, thread_cpu, wait_for, write_config, write_wav)
+from . import (MIB, Contest, DaemonProcess, EmulatorProcess, Row, Scale, cached_source, children_cpu, ingestd_command,
+               median, queue_counts, ratio_rows, rotated, run_measured, thread_cpu, wait_for, write_config)
 from .profile import Sampler, describe, py_spy
 from .throughput import CHUNK, curl_recipe
 
@@ -89,13 +89,9 @@ def _one_size(size: int, rounds: int, *, profile: bool) -> list[Row]:
     areas: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as scratch:
         root = Path(scratch)
-        (root / "src").mkdir()
-        source = write_wav(root / "src" / "master.wav", size)
-        os.sync()  # nothing of the source left to write back while a contender reads it
-        read_through(source)
+        source = cached_source(root, size)
         for round_no in range(rounds):
-            order = CONTENDERS[round_no % 3:] + CONTENDERS[:round_no % 3]
-            for name in order:
+            for name in rotated(CONTENDERS, round_no):
                 run_dir = root / f"run-{round_no}-{CONTENDERS.index(name)}"
                 with EmulatorProcess(run_dir / "emulator") as emulator:
                     if name == "curl recipe":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import MIB, EmulatorProcess, Row, Scale, ingestd_command, log, mb_per_s, read_through, run_measured, write_config, write_wav
+from . import MIB, EmulatorProcess, Row, Scale, cached_source, ingestd_command, log, mb_per_s, run_measured, write_config
 
 PART = 200 * 1000 * 1000
 TARGET = 100 * MIB
@@ -19,9 +19,7 @@ def run(scale: Scale) -> list[Row]:
     size = scale.pick(2048 * MIB, 512 * MIB)
     with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as scratch:
         root = Path(scratch)
-        (root / "src").mkdir()
-        source = write_wav(root / "src" / "master.wav", size)
-        read_through(source)
+        source = cached_source(root, size)
         with EmulatorProcess(root / "emulator") as emulator:
             config = write_config(root / "run", emulator.base_url, upload={"chunk_size": "200MB", "workers": 1})
             measured = run_measured(ingestd_command("upload", "--config", str(config), str(source)), log_path=root / "upload.log")

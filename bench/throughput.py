@@ -12,7 +12,6 @@ process, and both read the source from the page cache.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -24,7 +23,8 @@ from pathlib import Path
 from ingestd.client import Part, StreamClient, plan_parts
 from ingestd.media_schema import CreateRequest
 
-from . import MIB, Contest, EmulatorProcess, children_cpu, ratio_rows, Row, Scale, ingestd_command, read_through, run_measured, write_config, write_wav
+from . import (MIB, Contest, EmulatorProcess, Row, Scale, cached_source, children_cpu, ingestd_command, ratio_rows, rotated,
+               run_measured, write_config)
 
 CHUNK = 50 * MIB
 TARGET_RATIO = 1.5
@@ -88,14 +88,9 @@ def _one_size(size: int, rounds: int) -> list[Row]:
     contest = Contest("throughput", size, contenders)
     with tempfile.TemporaryDirectory(prefix="ingestd-bench-") as scratch:
         root = Path(scratch)
-        (root / "src").mkdir()
-        source = write_wav(root / "src" / "master.wav", size)
-        os.sync()  # nothing of the source left to write back while a contender reads it
-        read_through(source)
+        source = cached_source(root, size)
         for round_no in range(rounds):
-            # Rotate the order so no contender always runs first (or last) in a round.
-            order = contenders[round_no % len(contenders):] + contenders[:round_no % len(contenders)]
-            for name in order:
+            for name in rotated(contenders, round_no):
                 run_dir = root / f"run-{round_no}-{contenders.index(name)}"
                 with EmulatorProcess(run_dir / "emulator") as emulator:
                     if name == "curl recipe":

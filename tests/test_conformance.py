@@ -127,6 +127,21 @@ def md5(data: bytes) -> bytes:
     return hashlib.md5(data).hexdigest().encode()
 
 
+def byte_range(start: int, data: bytes, whole: bytes) -> tuple[str, str]:
+    return ("Content-Range", f"bytes {start}-{start + len(data) - 1}/{len(whole)}")
+
+
+def upload_progressively(emulator: Emulator, media_id: str, wav: bytes, file_field: str) -> None:
+    """The official clients' progressive form: each part carries only its file, under ``part N/*`` (the last ``N/N``)."""
+    pieces = chunks(wav)
+    for number, (_, data) in enumerate(pieces, start=1):
+        ctype, body = multipart([(file_field, data, "tone.wav")])
+        total = str(number) if number == len(pieces) else "*"
+        answer = call(emulator, "POST", f"/media/{media_id}/part",
+                      [BEARER, ("Content-Type", ctype), ("Content-Range", f"part {number}/{total}")], body)
+        assert answer.status == 200, answer.json()
+
+
 # -- Go client -----------------------------------------------------------------
 
 
@@ -145,7 +160,7 @@ def test_go_parts_in_the_order_file_hash_index_numbered_from_1(emulator, wav):
     media_id = create(emulator)
     for number, (start, data) in enumerate(chunks(wav), start=1):
         ctype, body = multipart([("file", data, "tone.wav"), ("hash", md5(data), None), ("index", str(number).encode(), None)])
-        headers = [BEARER, ("Content-Type", ctype), ("Content-Range", f"bytes {start}-{start + len(data) - 1}/{len(wav)}")]
+        headers = [BEARER, ("Content-Type", ctype), byte_range(start, data, wav)]
         answer = call(emulator, "POST", f"/media/{media_id}/part", headers, body)
         assert answer.status == 200, answer.json()
     complete_and_wait(emulator, media_id, wav)
@@ -153,13 +168,7 @@ def test_go_parts_in_the_order_file_hash_index_numbered_from_1(emulator, wav):
 
 def test_go_progressive_parts_carry_only_the_file_and_a_part_range(emulator, wav):
     media_id = create(emulator)
-    pieces = chunks(wav)
-    for number, (_, data) in enumerate(pieces, start=1):
-        ctype, body = multipart([("file", data, "tone.wav")])
-        total = str(number) if number == len(pieces) else "*"
-        answer = call(emulator, "POST", f"/media/{media_id}/part",
-                      [BEARER, ("Content-Type", ctype), ("Content-Range", f"part {number}/{total}")], body)
-        assert answer.status == 200, answer.json()
+    upload_progressively(emulator, media_id, wav, "file")
     complete_and_wait(emulator, media_id, wav)
 
 
@@ -184,7 +193,7 @@ def test_node_parts_in_either_field_order_in_parallel_and_out_of_order(emulator,
         number, (start, data) = numbered
         values = {"file": (data, "tone.wav"), "index": (str(number).encode(), None), "hash": (md5(data), None)}
         ctype, body = multipart([(name, *values[name]) for name in orders[number % 2]])
-        headers = [BEARER, ("Content-Type", ctype), ("Content-Range", f"bytes {start}-{start + len(data) - 1}/{len(wav)}")]
+        headers = [BEARER, ("Content-Type", ctype), byte_range(start, data, wav)]
         return call(emulator, "POST", f"/media/{media_id}/part", headers, body)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -195,13 +204,7 @@ def test_node_parts_in_either_field_order_in_parallel_and_out_of_order(emulator,
 
 def test_node_progressive_file_field_named_after_the_file(emulator, wav):
     media_id = create(emulator)
-    pieces = chunks(wav)
-    for number, (_, data) in enumerate(pieces, start=1):
-        ctype, body = multipart([("tone.wav", data, "tone.wav")])
-        total = str(number) if number == len(pieces) else "*"
-        answer = call(emulator, "POST", f"/media/{media_id}/part",
-                      [BEARER, ("Content-Type", ctype), ("Content-Range", f"part {number}/{total}")], body)
-        assert answer.status == 200, answer.json()
+    upload_progressively(emulator, media_id, wav, "tone.wav")
     complete_and_wait(emulator, media_id, wav)
 
 
