@@ -399,8 +399,10 @@ class Simulation:
 
     # -- people --------------------------------------------------------------------------------------
 
-    def _inbox_files(self) -> list[Path]:
-        return sorted(_audio_files(self.world.inbox))
+    def _inbox_file(self) -> Path | None:
+        """One audio file now in the inbox, drawn at random; None when there is none."""
+        files = sorted(_audio_files(self.world.inbox))
+        return self.rng.choice(files) if files else None
 
     def _name(self, fresh: bool) -> str:
         if fresh or not self.model.names:
@@ -451,17 +453,15 @@ class Simulation:
         return f"{name} {key}"
 
     def replace(self):
-        files = self._inbox_files()
-        if not files:
+        path = self._inbox_file()
+        if path is None:
             return self.drop_new()
-        path = self.rng.choice(files)
         return f"{path.name} {self._put(str(path.relative_to(self.world.inbox)))}"
 
     def rename(self):
-        files = self._inbox_files()
-        if not files:
+        path = self._inbox_file()
+        if path is None:
             return None
-        path = self.rng.choice(files)
         target = self.world.inbox / self._name(fresh=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -469,20 +469,18 @@ class Simulation:
         return f"{path.name} -> {target.name}"
 
     def delete(self):
-        files = self._inbox_files()
-        if not files:
+        path = self._inbox_file()
+        if path is None:
             return None
-        path = self.rng.choice(files)
         self._forget(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return path.name
 
     def _edit_in_place(self, edit) -> str | None:
-        files = self._inbox_files()
-        if not files:
+        path = self._inbox_file()
+        if path is None:
             return None
-        path = self.rng.choice(files)
         try:
             with open(path, "r+b") as f:
                 before = f.read()
