@@ -555,10 +555,9 @@ class JobQueue:
                 if cursor.rowcount:
                     added.append((job_id, f))
             if added:
-                db.executemany("INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)", [
-                    (job_id, now, "enqueued", json.dumps({"path": f.path, "size": f.size, "failure": f.failure},
-                                                         ensure_ascii=False))
-                    for job_id, f in added])
+                db.executemany(_INSERT_EVENT, [_event_row(job_id, now, "enqueued",
+                                                          {"path": f.path, "size": f.size, "failure": f.failure})
+                                               for job_id, f in added])
         return added
 
     @staticmethod
@@ -948,12 +947,11 @@ class JobQueue:
 
     def node_holders(self) -> list[NodeHolder]:
         """The daemons that hold a node name, as they last said."""
-        return [NodeHolder(**{name: row[name] for name in _NODE_COLUMNS})
-                for row in self._rows("SELECT * FROM nodes ORDER BY node")]
+        return [_node_holder(row) for row in self._rows("SELECT * FROM nodes ORDER BY node")]
 
     def node_holder(self, node: str) -> NodeHolder | None:
         row = self._row("SELECT * FROM nodes WHERE node = ?", (node,))
-        return NodeHolder(**{name: row[name] for name in _NODE_COLUMNS}) if row else None
+        return _node_holder(row) if row else None
 
     def take_node(self, me: NodeHolder, *, replacing: NodeHolder | None) -> bool:
         """Hold ``me.node`` for ``me``, if it is still free or still held by ``replacing`` (as read a moment ago)."""
@@ -983,14 +981,22 @@ class JobQueue:
             return db.execute("DELETE FROM nodes WHERE seen_at < ?", (before,)).rowcount
 
     def _event(self, db: Connection, job_id: str, event: str, detail: dict[str, Any] | None) -> None:
-        db.execute(
-            "INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)",
-            (job_id, self.now(), event, json.dumps(detail, ensure_ascii=False) if detail else None),
-        )
+        db.execute(_INSERT_EVENT, _event_row(job_id, self.now(), event, detail))
+
+
+_INSERT_EVENT = "INSERT INTO events (job_id, at, event, detail) VALUES (?,?,?,?)"
+
+
+def _event_row(job_id: str, at: float, event: str, detail: dict[str, Any] | None) -> tuple[Any, ...]:
+    return job_id, at, event, json.dumps(detail, ensure_ascii=False) if detail else None
 
 
 def _notification(row: Any) -> Notification:
     return Notification(**{name: row[name] for name in _NOTIFICATION_COLUMNS})
+
+
+def _node_holder(row: Any) -> NodeHolder:
+    return NodeHolder(**{name: row[name] for name in _NODE_COLUMNS})
 
 
 def _iso(timestamp: float) -> str:
