@@ -130,7 +130,7 @@ class _ServiceCollector(Collector):
         yield jobs
         oldest = queue.oldest_queued_at()
         yield GaugeMetricFamily("ingestd_oldest_queued_age_seconds", "Age of the oldest queued job (0: none queued)",
-                                value=max(0.0, time.time() - oldest) if oldest else 0.0)
+                                value=max(0.0, queue.now() - oldest) if oldest else 0.0)
         last = queue.last_success_at()
         yield GaugeMetricFamily("ingestd_last_success_timestamp_seconds", "When a job last finished done (0: never)",
                                 value=last or 0.0)

@@ -88,7 +88,7 @@ def render_page(service: Service) -> str:
                                      for path, state in service.watcher.folder_states().items()]),
         "<h2>Settling</h2>",
         _table(["file", "bytes", "waiting for", "since"],
-               [[p["path"], str(p["size"]), p["waiting_for"], _ago(p["since"])] for p in service.watcher.pending()],
+               [[p["path"], str(p["size"]), p["waiting_for"], _ago(p["since"], time.time())] for p in service.watcher.pending()],
                empty="no file is waiting to settle"),
     ]
     notifications = queue.notification_counts()
@@ -97,15 +97,16 @@ def render_page(service: Service) -> str:
             ["target", "pending", "undeliverable"],
             [[label, str(n[q.PENDING]), str(n[q.UNDELIVERABLE])] for label, n in notifications.items()],
             css="failed" if any(n[q.UNDELIVERABLE] for n in notifications.values()) else "")]
+    now = queue.now()  # the jobs' times are on the queue's clock; the watcher's on this host's
     done = queue.list(states=(q.DONE,), limit=RECENT)
     sections += ['<h2 id="done">Recently done</h2>', _table(
         ["title", "file", "media", "finished"],
-        [[_title_link(j), j.relpath, j.media_id or "", _ago(j.finished_at)] for j in done],
+        [[_title_link(j), j.relpath, j.media_id or "", _ago(j.finished_at, now)] for j in done],
         empty="nothing yet", css="done")]
     failed = queue.list(states=(q.FAILED, q.CANCELLED), limit=RECENT)
     sections += ["<h2>Recently failed</h2>", _table(
         ["file", "reason", "finished"],
-        [[j.relpath, j.error or "", _ago(j.finished_at)] for j in failed],
+        [[j.relpath, j.error or "", _ago(j.finished_at, now)] for j in failed],
         empty="nothing failed", css="failed")]
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -118,6 +119,7 @@ def render_page(service: Service) -> str:
 def _in_progress(service: Service) -> str:
     """Queued and running jobs in one table; those sending parts carry their progress bar."""
     uploads = service.progress.snapshot()
+    now = service.queue.now()
     rows = []
     for job in service.queue.list(states=(q.RUNNING, q.QUEUED), limit=RECENT, newest_first=False):
         sent, total = uploads.get(job.id, (None, None))
@@ -127,7 +129,7 @@ def _in_progress(service: Service) -> str:
                           f"{percent:.0f}% of {escape(format_size(total))}")
         else:
             stage = _stage(job)
-        rows.append([job.relpath, stage, job.node or "", str(job.attempts), _when_next(job), job.error or ""])
+        rows.append([job.relpath, stage, job.node or "", str(job.attempts), _when_next(job, now), job.error or ""])
     return _table(["file", "stage", "node", "attempts", "next step", "last error"], rows, empty="nothing in progress",
                   css="in-progress")
 
@@ -163,10 +165,10 @@ def _stage(job: q.Job) -> str:
     return job.stage
 
 
-def _when_next(job: q.Job) -> str:
+def _when_next(job: q.Job, now: float) -> str:
     if job.state == q.RUNNING:
         return "now"
-    wait = job.next_attempt_at - time.time()
+    wait = job.next_attempt_at - now
     return f"in {_span(wait)}" if wait > 0 else "as soon as a worker is free"
 
 
@@ -187,8 +189,8 @@ def _cell(value: str) -> str:
     return value if isinstance(value, _Html) else escape(value)
 
 
-def _ago(timestamp: float | None) -> str:
-    return f"{_span(time.time() - timestamp)} ago" if timestamp else ""
+def _ago(timestamp: float | None, now: float) -> str:
+    return f"{_span(now - timestamp)} ago" if timestamp else ""
 
 
 def _span(seconds: float) -> str:

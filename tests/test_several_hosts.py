@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import os
 import shutil
 import signal
@@ -304,6 +305,9 @@ def test_a_host_whose_clock_is_ahead_does_not_take_a_live_daemons_job(tmp_path, 
     emulator = emulator_factory(faults=Faults(slow=1.0, slow_seconds=1.0, endpoints=frozenset({"part"})))
     share, (honest, skewed) = _daemons(tmp_path, emulator, postgres_url, 2)
     skewed.env |= clock_off_by(600.0, tmp_path / "clock-ahead")
+    port = free_port()
+    config = yaml.safe_load(skewed.config.read_text())
+    skewed.config.write_text(yaml.safe_dump(config | {"status": {"listen": f"127.0.0.1:{port}"}}))
     queue = q.JobQueue(postgres_url)
     with honest:
         wait_for(lambda: '"event": "ready"' in honest.log(), timeout=30, what="the first daemon ready")
@@ -316,6 +320,10 @@ def test_a_host_whose_clock_is_ahead_does_not_take_a_live_daemons_job(tmp_path, 
             [warning] = [json.loads(line) for line in skewed.log().splitlines() if '"clock_off"' in line]
             assert -610 < warning["seconds"] < -590 and "ahead of the queue database's" in warning["message"]
             assert abs(queue.node_holder("host1").seen_at - time.time()) < 30  # its row is on the database's clock
+            # Its status page reads the jobs' times on the same clock: just done, not ten minutes ago.
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+                page = response.read().decode()
+            assert re.search(r'data-label="file">take\.wav</td>.*?data-label="finished">\d+s ago<', page), page
             assert skewed.stop() == 0
         assert honest.stop() == 0
     # While host0 uploaded, its lease was live: only host0 claimed the job. (Afterwards, between two polls of the
