@@ -33,13 +33,14 @@ class FilingError(IngestdError):
 _REPORT_ROOM = max(len(DONE_SUFFIX), len(ERROR_SUFFIX))
 
 
-def why_unmovable(path: Path) -> str | None:
-    """Why this process may not move ``path`` out of its folder, and the fix; None when it may."""
+def why_unmovable(path: Path, file_st: os.stat_result) -> str | None:
+    """Why this process may not move ``path`` (whose stat is ``file_st``) out of its folder, and the fix; None when
+    it may."""
     folder = path.parent
     if not os.access(folder, os.W_OK | os.X_OK):
         return "the folder is not writable for it; make it writable for ingestd, e.g. `chmod g+w` with the ingest group"
     try:
-        folder_st, file_st = os.stat(folder), os.stat(path, follow_symlinks=False)
+        folder_st = os.stat(folder)
     except OSError:
         return None  # gone meanwhile: the caller finds that out for itself
     # In a sticky folder (chmod +t) only the file's owner, the folder's owner or a process with CAP_FOWNER may.

@@ -225,7 +225,7 @@ class Pipeline:
             # Written to again after it looked settled: wait for it to settle anew.
             self.queue.update(job.id, **_stat_fields(st), event="file_changed")
             raise _Reschedule(self._settle(job), "waiting_for_file_to_settle")
-        self._check_movable(path, folder)
+        self._check_movable(path, st, folder)
         if st.st_size == 0:
             raise JobFailed("the file is empty (0 bytes)", hint="export or copy the file again")
         max_size = self.config.upload.max_file_size
@@ -267,11 +267,11 @@ class Pipeline:
         self._check_budget(rendered.quality_names, audio.duration, bound)
         self.queue.update(job.id, **prepared, stage=q.CREATE, event="prepared", detail={"rule": rendered.rule})
 
-    def _check_movable(self, path: Path, folder: FolderConfig | None) -> None:
+    def _check_movable(self, path: Path, st: os.stat_result, folder: FolderConfig | None) -> None:
         """Hold a file that could be published but never filed: ingestd may not take it out of its folder."""
         if not self.move_files or folder is None:
             return
-        reason = filing.why_unmovable(path)
+        reason = filing.why_unmovable(path, st)
         if reason is not None:
             raise JobHeld(f"permissions: ingestd cannot move files out of {path.parent}: {reason};"
                           " the file goes on by itself once that is done", self._filing_retry())
