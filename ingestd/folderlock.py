@@ -12,10 +12,12 @@ never blocks a start.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,10 +74,17 @@ class FolderLocks:
     def _lock_one(self, folder: Path) -> bool:
         path = folder / LOCK_NAME
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Anyone who may drop files may plant this name: a link is never followed (to the queue, say, which the
+            # lock would truncate), a FIFO never waited on.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             # A folder that is missing or read-only (an unmounted share) is still watched; nothing can be filed there.
-            log.warning("folder_not_locked", folder=str(folder), reason=exc.strerror or str(exc))
+            reason = f"{path} is not a regular file (a symbolic link)" if exc.errno == errno.ELOOP else exc.strerror
+            log.warning("folder_not_locked", folder=str(folder), reason=reason or str(exc))
+            return False
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            log.warning("folder_not_locked", folder=str(folder), reason=f"{path} is not a regular file")
             return False
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared_queue else fcntl.LOCK_EX) | fcntl.LOCK_NB)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import yaml
@@ -92,3 +93,30 @@ def test_a_daemon_on_a_shared_queue_may_not_watch_a_folder_of_a_daemon_with_its_
     with Daemon(shared) as successor:
         wait_for(lambda: '"ready"' in successor.log(), what="the shared-queue daemon ready")
         assert successor.stop() == 0
+
+
+def test_a_lock_file_planted_as_a_symlink_or_a_fifo_is_never_followed_or_truncated(tmp_path, emulator):
+    # Anyone who may drop files may plant the lock's name: as a link to the queue itself, the daemon would
+    # truncate it at start; as a FIFO, it would fail to start. It is neither followed nor used.
+    config = make_config(tmp_path, emulator.base_url)
+    precious = tmp_path / "precious.db"
+    precious.write_bytes(b"rows that must survive\n")
+    (tmp_path / "inbox" / LOCK_NAME).symlink_to(precious)
+    with Daemon(config) as daemon:
+        wait_for(lambda: '"ready"' in daemon.log(), what="the daemon ready")
+        drop(tmp_path, "once.wav")
+        wait_for(lambda: jobs_in(tmp_path, q.DONE), what="the file uploaded")
+        assert daemon.stop() == 0
+    assert precious.read_bytes() == b"rows that must survive\n"
+    [warning] = [json.loads(line) for line in daemon.log().splitlines() if '"folder_not_locked"' in line]
+    assert "not a regular file" in warning["reason"]
+
+
+def test_a_lock_file_planted_as_a_fifo_does_not_stop_the_daemon(tmp_path, emulator):
+    config = make_config(tmp_path, emulator.base_url)
+    os.mkfifo(tmp_path / "inbox" / LOCK_NAME)
+    with Daemon(config) as daemon:
+        wait_for(lambda: '"ready"' in daemon.log() or daemon.proc.poll() is not None, what="the daemon ready")
+        assert daemon.proc.poll() is None, daemon.log()[-2000:]
+        assert daemon.stop() == 0
+    assert "not a regular file" in daemon.log()
