@@ -471,6 +471,10 @@ _LAST_PART = re.compile(r"(\.[^.\[]+|\[\d+\])$|^[^.\[]+$")
 _VARIABLE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{")
 
 
+# Far above any real config (the example holds a few hundred), far below what would exhaust memory.
+MAX_CONFIG_VALUES = 100_000
+
+
 class _Document:
     """One config file turned into plain data, remembering the line of every dotted key."""
 
@@ -485,6 +489,7 @@ class _Document:
         self._loader = yaml.SafeLoader("")
         # Nodes being read right now: an alias back to one of them would never end.
         self._open: set[int] = set()
+        self._values_read = 0
 
     def read(self, text: str) -> dict[str, Any]:
         """The file's data; raises ``ConfigError`` when it is not YAML or not a mapping."""
@@ -517,6 +522,12 @@ class _Document:
         self.unreadable.add(key)
 
     def _value(self, node: Node, path: str) -> Any:
+        self._values_read += 1
+        if self._values_read > MAX_CONFIG_VALUES:
+            # Aliases are read as copies: a few lines of them nested in each other would expand past any memory.
+            raise ConfigError([ConfigProblem(self.file, node.start_mark.line + 1, path,
+                                             f"the config expands to more than {MAX_CONFIG_VALUES} values; "
+                                             "are aliases repeated inside aliases?")])
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)

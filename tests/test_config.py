@@ -545,6 +545,18 @@ def test_self_referring_alias_is_a_problem_not_a_crash(tmp_path):
     ]
 
 
+def test_aliases_nested_in_aliases_are_refused_before_they_expand(tmp_path):
+    # Nine lists of nine, each made of the one before: a few hundred bytes that read as 9**6 values (or, two lines
+    # more, 9**8: the daemon's memory, on a reload). Refused once past any real config's size, at the line reached.
+    levels = [f"l0: &l0 [{', '.join(['x'] * 9)}]"]
+    levels += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 6)]
+    path = write(tmp_path, minimal_plus("\n".join(levels) + "\n"))
+    found = problems(path)
+    assert len(found) == 1, found[:5]
+    assert re.fullmatch(rf"{re.escape(str(path))}:\d+: l5(\[\d+\])*: the config expands to more than 100000 values; "
+                        r"are aliases repeated inside aliases\?", found[0]), found[0]
+
+
 def test_only_one_document(tmp_path):
     path = write(tmp_path, MINIMAL + "---\nstate_dir: other\n")
     assert problems(path) == [f"{path}:8: (yaml): invalid YAML: expected a single document in the stream (line 1), but found another document"]
