@@ -1,7 +1,9 @@
-"""Named points where the crash tests make the daemon kill itself with SIGKILL.
+"""Named points where the crash tests make the daemon kill itself with SIGKILL, or raise.
 
 Set ``INGESTD_CRASH_AT=<point>`` (or ``<point>:<n>`` for its n-th visit) in the
-daemon's environment. Unset, ``reach`` costs one dictionary lookup.
+daemon's environment to be killed there; ``INGESTD_RAISE_AT=<point>`` raises
+``RuntimeError`` at every visit, the way a bug would. Unset, ``reach`` costs two
+dictionary lookups.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def _target() -> tuple[str, int] | None:
 
 
 def reach(point: str) -> None:
+    if os.environ.get("INGESTD_RAISE_AT") == point:
+        raise RuntimeError(f"raised at {point}, as INGESTD_RAISE_AT asks")
     target = _target()
     if target is None or target[0] != point:
         return

@@ -86,16 +86,16 @@ def test_one_file_the_queue_cannot_hold_as_is_does_not_sink_its_batch(tmp_path, 
 
 
 def test_an_unexpected_exception_fails_the_job_after_bounded_retries(tmp_path, emulator):
+    # (A sidecar nested past the parser's depth once did this for real; it is a sidecar error now.)
     config = make_config(tmp_path, emulator.base_url, upload={"max_attempts": 2} | FAST)
-    staging = write_wav(tmp_path / "staging" / "deep.wav", 0.3)
-    (tmp_path / "inbox" / "deep.json").write_text("[" * 50_000 + "]" * 50_000)
-    with Daemon(config) as daemon:
-        staging.rename(tmp_path / "inbox" / "deep.wav")
+    staging = write_wav(tmp_path / "staging" / "buggy.wav", 0.3)
+    with Daemon(config, env={"INGESTD_RAISE_AT": "before_create"}) as daemon:
+        staging.rename(tmp_path / "inbox" / "buggy.wav")
         [failed] = _only(tmp_path, q.FAILED)
         assert daemon.stop() == 0
-    assert "RecursionError" in failed.error
+    assert "RuntimeError: raised at before_create" in failed.error
     assert failed.attempts <= 2
-    assert (tmp_path / "failed" / "deep.wav.error.json").exists()
+    assert (tmp_path / "failed" / "buggy.wav.error.json").exists()
     assert not jobs_in(tmp_path, q.RUNNING)
 
 
