@@ -499,12 +499,17 @@ class _Document:
             raise ConfigError([self._syntax_problem(exc)]) from None
         except yaml.YAMLError as exc:
             raise ConfigError([ConfigProblem(self.file, None, "(yaml)", f"invalid YAML: {exc}")]) from None
+        except RecursionError:
+            raise ConfigError([ConfigProblem(self.file, None, "(yaml)", "invalid YAML: nested too deeply")]) from None
         if root is None:
             raise ConfigError([ConfigProblem(self.file, None, "", "the config file is empty")])
         if not isinstance(root, MappingNode):
             line = root.start_mark.line + 1
             raise ConfigError([ConfigProblem(self.file, line, "", "the config must be a mapping of keys (api:, folders:, ...)")])
-        return self._value(root, "")
+        try:
+            return self._value(root, "")
+        except RecursionError:
+            raise ConfigError([ConfigProblem(self.file, None, "(yaml)", "invalid YAML: nested too deeply")]) from None
 
     def _syntax_problem(self, exc: yaml.MarkedYAMLError) -> ConfigProblem:
         mark = exc.problem_mark or exc.context_mark

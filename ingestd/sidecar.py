@@ -82,10 +82,14 @@ def load_sidecar(path: Path) -> Sidecar:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SidecarError(path, [ConfigProblem(str(path), None, "", f"cannot read: {exc}")]) from None
-    if path.suffix == ".json":
-        data, root = _parse_json(path, text), None
-    else:
-        data, root = _parse_yaml(path, text)
+    try:
+        if path.suffix == ".json":
+            data, root = _parse_json(path, text), None
+        else:
+            data, root = _parse_yaml(path, text)
+    except RecursionError:
+        # Under the size cap a file can still be nested deeper than the parser goes.
+        raise SidecarError(path, [ConfigProblem(str(path), None, "", "nested too deeply to be a sidecar")]) from None
     if data is None:
         return Sidecar()
     if not isinstance(data, dict):

@@ -535,6 +535,11 @@ def test_documented_config_examples_load(tmp_path):
         assert check_config(path, environ=environ) == [], where
 
 
+def test_a_config_nested_past_the_parsers_depth_is_a_problem_not_a_crash(tmp_path):
+    path = write(tmp_path, minimal_plus("tags: " + "[" * 50_000 + "]" * 50_000 + "\n"))
+    assert problems(path) == [f"{path}: (yaml): invalid YAML: nested too deeply"]
+
+
 def test_self_referring_alias_is_a_problem_not_a_crash(tmp_path):
     path = write(tmp_path, minimal_plus("""\
         tags: &loop [a, *loop]

@@ -133,3 +133,15 @@ def test_an_oversized_sidecar_is_refused_unread(tmp_path):
     with pytest.raises(SidecarError, match=r"more than a sidecar may hold \(1048576 bytes\)") as caught:
         load_sidecar(path)
     assert caught.value.problems[0].file == str(path)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("ep.json", "[" * 100_000 + "]" * 100_000),
+    ("ep.yaml", "tags: " + "[" * 50_000 + "]" * 50_000),
+])
+def test_a_sidecar_nested_past_the_parsers_depth_is_a_sidecar_error(tmp_path, name, text):
+    # Under the size cap, yet deeper than the parser's recursion: an error naming the file, not a crash to retry.
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SidecarError, match=rf"^{path}: \(top level\): nested too deeply to be a sidecar"):
+        load_sidecar(path)
