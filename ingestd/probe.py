@@ -71,12 +71,16 @@ def probe(path: Path) -> AudioInfo:
         audio = mutagen.File(path, options=[kind]) if kind else None
         if audio is None:  # (not "or": a file without tags is falsy)
             audio = mutagen.File(path)
-    except mutagen.MutagenError as exc:
+    except OSError:
+        raise
+    except Exception as exc:  # MutagenError, and on damaged files IndexError and the like from its parsers
         if head[:4] == b"RF64":
             raise ProbeError(f"unsupported audio: {path.name} is an RF64 (64-bit) WAV, which ingestd cannot read; "
                              "convert it to FLAC or a standard WAV") from None
         if _looks_like_audio(head):
-            raise ProbeError(f"corrupt or truncated audio: {path.name}: {exc}") from None
+            # A parser's own IndexError says nothing a person can act on; mutagen's messages do.
+            detail = exc if isinstance(exc, mutagen.MutagenError) else "its headers do not hold together"
+            raise ProbeError(f"corrupt or truncated audio: {path.name}: {detail}") from None
         raise ProbeError(f"not audio: {path.name} does not start like any audio format ingestd reads") from None
     if audio is None:
         raise ProbeError(f"not audio: {path.name} is not in a format ingestd reads")
