@@ -71,8 +71,8 @@ def probe(path: Path) -> AudioInfo:
         audio = mutagen.File(path, options=[kind]) if kind else None
         if audio is None:  # (not "or": a file without tags is falsy)
             audio = mutagen.File(path)
-    except OSError:
-        raise
+    except (OSError, MemoryError):
+        raise  # the machine, not the file: the job is retried
     except Exception as exc:  # MutagenError, and on damaged files IndexError and the like from its parsers
         if head[:4] == b"RF64":
             raise ProbeError(f"unsupported audio: {path.name} is an RF64 (64-bit) WAV, which ingestd cannot read; "
