@@ -186,12 +186,22 @@ SAME_FILE_WINDOW = 600.0
 KNOWN_FILES_CHUNK = 500
 
 
-# Columns are 64-bit signed integers; a file's stat can exceed them (an mtime in the year 2446).
+# Columns are 64-bit signed integers; a file's stat can exceed them. An mtime in the year 2446 is clamped (any such
+# time is as good as another); an inode number of 2**63 or more (SMB's file ids, some NFS servers) is kept as its
+# two's complement, so that it reads back as the same number.
 INT64_MAX = 2**63 - 1
 
 
 def storable(value: int) -> int:
     return min(value, INT64_MAX)
+
+
+def _inode_in(inode: int) -> int:
+    return inode - 2**64 if inode > INT64_MAX else inode
+
+
+def _inode_out(stored: int) -> int:
+    return stored + 2**64 if stored < 0 else stored
 
 
 @dataclass(frozen=True)
@@ -399,6 +409,7 @@ class JobQueue:
         if row is None:
             return None
         job = Job(**{name: row[name] for name in _JOB_COLUMNS})
+        job.inode = _inode_out(job.inode)
         job.acked_parts = {r["idx"]: r["md5"] for r in self._rows("SELECT idx, md5 FROM parts WHERE job_id = ?", (job.id,))}
         return job
 
@@ -420,7 +431,7 @@ class JobQueue:
             chunk = paths[start:start + 500]
             rows = self._rows(f"SELECT path, id, size, mtime_ns, inode FROM jobs WHERE path IN ({','.join('?' * len(chunk))})"
                               " AND state IN ('queued','running','held')", chunk)
-            found.update({r["path"]: (r["id"], r["size"], r["mtime_ns"], r["inode"]) for r in rows})
+            found.update({r["path"]: (r["id"], r["size"], r["mtime_ns"], _inode_out(r["inode"])) for r in rows})
         return found
 
     def live_job_for(self, path: str) -> Job | None:
@@ -549,7 +560,7 @@ class JobQueue:
                 cursor = db.execute(
                     "INSERT INTO jobs (id, path, root, relpath, sidecar, size, mtime_ns, inode, state, stage, outcome, error,"
                     " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, storable(f.mtime_ns), f.inode, QUEUED, stage,
+                    (job_id, f.path, f.root, f.relpath, f.sidecar, f.size, storable(f.mtime_ns), _inode_in(f.inode), QUEUED, stage,
                      outcome, f.failure, now, now),
                 )
                 if cursor.rowcount:
@@ -567,7 +578,7 @@ class JobQueue:
         unique = list(dict.fromkeys(paths))
         for start in range(0, len(unique), KNOWN_FILES_CHUNK):
             chunk = unique[start:start + KNOWN_FILES_CHUNK]
-            known.update(tuple(row) for row in db.execute(
+            known.update((path, size, mtime_ns, _inode_out(inode)) for path, size, mtime_ns, inode in db.execute(
                 f"SELECT path, size, mtime_ns, inode FROM jobs WHERE path IN ({','.join('?' * len(chunk))})"
                 " AND (state IN ('queued', 'running', 'held') OR finished_at > ?)", (*chunk, ended_after)))
         return known
@@ -652,6 +663,8 @@ class JobQueue:
         for key in ("request", "media", "quality_names"):
             if key in values and not isinstance(values[key], (str, type(None))):
                 values[key] = json.dumps(values[key], ensure_ascii=False)
+        if "inode" in values:
+            values["inode"] = _inode_in(values["inode"])
         values["updated_at"] = self.now()
         unknown = set(values) - set(_JOB_COLUMNS)
         if unknown:

@@ -365,6 +365,20 @@ def test_an_mtime_beyond_64_bits_is_stored_clamped(queue):
     assert queue.get(job.id).mtime_ns == q.INT64_MAX
 
 
+def test_an_inode_of_2_63_or_more_is_queued_and_known_again(queue):
+    # SMB mounts (a Windows file id's sequence number in its top bits) and some NFS servers hand these out;
+    # neither store's 64-bit integer holds them as they are, and the file was offered again for ever.
+    big = 2**64 - 3
+    job = queue.enqueue(path="/in/smb.wav", root="/in", relpath="smb.wav", size=10, mtime_ns=1, inode=big)
+    assert job is not None and queue.get(job.id).inode == big
+    assert queue.live_keys(["/in/smb.wav"])["/in/smb.wav"] == (job.id, 10, 1, big)
+    assert queue.enqueue(path="/in/smb.wav", root="/in", relpath="smb.wav", size=10, mtime_ns=1, inode=big) is None
+    queue.update(job.id, inode=2**63)
+    assert queue.get(job.id).inode == 2**63
+    queue.finish(job.id, q.DONE)
+    assert queue.enqueue(path="/in/smb.wav", root="/in", relpath="smb.wav", size=10, mtime_ns=1, inode=2**63) is None
+
+
 def test_the_same_file_offered_again_just_after_its_job_ended_is_not_queued_twice(queue):
     """A watcher that saw the file before it was moved away (here or on another host) offers it late."""
     job = _enqueue(queue)
