@@ -43,6 +43,8 @@ from .models import Cost, Media, MediaPage, RateLimit
 M = TypeVar("M", bound=BaseModel)
 
 READ_SIZE = 1024 * 1024
+# The longest wait a server's Retry-After is taken at: a daily quota's. "inf", or a date in the year 9999, is a day.
+MAX_WAIT = 24 * 3600.0
 MAX_PAGE_SIZE = 100
 # Enough connections for several workers each uploading parts in parallel.
 POOL_SIZE = 32
@@ -542,14 +544,14 @@ def _int(value: str | None) -> int | None:
 
 
 def _seconds(value: str | None) -> float | None:
-    """Delay seconds, or an HTTP date (``Retry-After`` allows both)."""
+    """Delay seconds, or an HTTP date (``Retry-After`` allows both); at most ``MAX_WAIT``."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(MAX_WAIT, max(0.0, seconds)) if seconds == seconds else None  # (NaN is not equal to itself)

@@ -553,6 +553,18 @@ def test_a_plain_retry_after_header_is_honoured():
     assert (caught.value.retry_after, caught.value.message) == (7.0, "slow down")
 
 
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("value", ["inf", "1e20", "86400000", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_wait_asked_for_past_a_day_is_a_day(status, value):
+    # A daily quota is the longest wait an API means; "inf" or a date in the year 9999 left the job waiting for ever.
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"status": "error", "message": "later"}, headers={"Retry-After": value})
+
+    with _mock_client(handler) as client, pytest.raises(TransientError) as caught:
+        client.get_media("m1")
+    assert caught.value.retry_after == 86400.0
+
+
 @pytest.mark.parametrize(
     ("status", "error_class"),
     [(408, ServerError), (502, ServerError), (403, AuthError), (409, RejectedError), (413, RejectedError)],
