@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
 import threading
@@ -43,6 +44,9 @@ from .models import Cost, Media, MediaPage, RateLimit
 M = TypeVar("M", bound=BaseModel)
 
 READ_SIZE = 1024 * 1024
+# No answer of the API comes near this (a page of 100 media is some 200 KiB); past it, a broken proxy or a hostile
+# server is sending, and reading on would only fill memory.
+MAX_ANSWER = 16 * 1024 * 1024
 # The longest wait a server's Retry-After is taken at: a daily quota's. "inf", or a date in the year 9999, is a day.
 MAX_WAIT = 24 * 3600.0
 MAX_PAGE_SIZE = 100
@@ -383,7 +387,8 @@ class StreamClient:
         budget = DEADLINE_FACTOR * self.timeout + length / MIN_UPLOAD_RATE
         _deadline.value = time.monotonic() + budget
         try:
-            response = self._http.request(method, path.lstrip("/"), **kwargs)
+            with self._http.stream(method, path.lstrip("/"), **kwargs) as response:
+                content = _read_answer(response, method, path)
         except httpx.TimeoutException as exc:
             if isinstance(exc.__context__, DeadlineExceeded) or time.monotonic() >= _deadline.value:
                 raise APIConnectionError(f"no complete answer within {budget:.0f}s (the whole request's deadline)",
@@ -397,11 +402,11 @@ class StreamClient:
         if rate_limit is not None:
             self.rate_limit = rate_limit
         if not response.is_success:
-            raise _error_for(response, method, path, self._redactor.scrub(_server_message(response)))
-        if not response.content:
+            raise _error_for(response, method, path, self._redactor.scrub(_server_message(response, content)))
+        if not content:
             return None  # a 204 carries nothing, and needs nothing
         try:
-            payload = response.json()
+            payload = json.loads(content)
         except ValueError:
             _unexpected(method, path, f"answer is not JSON ({response.headers.get('content-type', 'no content type')})")
         return payload.get("data") if isinstance(payload, dict) else None
@@ -500,9 +505,19 @@ def _error_for(response: httpx.Response, method: str, path: str, message: str) -
     return RejectedError(message, **where)
 
 
-def _server_message(response: httpx.Response) -> str:
+def _read_answer(response: httpx.Response, method: str, path: str) -> bytes:
+    """The answer's body, decoded, refused once past ``MAX_ANSWER``."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_ANSWER:
+            _unexpected(method, path, f"larger than {MAX_ANSWER // (1024 * 1024)} MiB, more than any the API gives")
+    return bytes(body)
+
+
+def _server_message(response: httpx.Response, content: bytes) -> str:
     try:
-        payload = response.json()
+        payload = json.loads(content)
     except ValueError:
         payload = None
     if isinstance(payload, dict):
@@ -510,7 +525,7 @@ def _server_message(response: httpx.Response) -> str:
         for key in ("message", "detail", "error", "title", "status"):
             if isinstance(payload.get(key), str) and payload[key]:
                 return payload[key]
-    text = response.text.strip()
+    text = content[:4096].decode(response.encoding or "utf-8", "replace").strip()
     return text[:200] if text else response.reason_phrase or f"HTTP {response.status_code}"
 
 

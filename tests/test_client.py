@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -551,6 +552,26 @@ def test_a_plain_retry_after_header_is_honoured():
     with _mock_client(handler) as client, pytest.raises(RateLimitedError) as caught:
         client.get_media("m1")
     assert (caught.value.retry_after, caught.value.message) == (7.0, "slow down")
+
+
+@pytest.mark.parametrize(("status", "encoding"), [(200, None), (500, None), (200, "gzip")])
+def test_an_answer_larger_than_any_the_api_gives_is_refused_as_it_arrives(status, encoding):
+    # No answer of the API comes near 16 MiB (a page of 100 media is some 200 KiB); a broken proxy or a hostile
+    # server sending on and on (or a small gzip that inflates to 40 MiB) was read whole into the daemon's memory.
+    def body():
+        yield b'{"status": "success", "data": {"id": "m1", "title": "'
+        for _ in range(40):
+            yield b"x" * (1024 * 1024)
+        yield b'"}}'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if encoding == "gzip":
+            packed = gzip.compress(b"".join(body()))
+            return httpx.Response(status, content=packed, headers={"Content-Encoding": "gzip"})
+        return httpx.Response(status, content=body())
+
+    with _mock_client(handler) as client, pytest.raises(ServerError, match=r"^GET /media/m1: unexpected answer: larger than 16 MiB"):
+        client.get_media("m1")
 
 
 @pytest.mark.parametrize("status", [429, 503])
