@@ -44,6 +44,8 @@ log = structlog.get_logger("ingestd.notify")
 
 WEBHOOK_TIMEOUT = 10.0
 MAX_REDIRECTS = 5
+# Characters of a refusing receiver's answer kept for the log and the status page.
+ANSWER_SHOWN = 200
 # Backoff between tries of one notification: the first retry within seconds, doubling up to ten minutes.
 FIRST_RETRY = 5.0
 MAX_RETRY_WAIT = 600.0
@@ -122,7 +124,9 @@ class WebhookTarget(Target):
         try:
             with deadline(self.timeout):
                 for _ in range(MAX_REDIRECTS + 1):
-                    response = self.http.post(url, content=body, headers=headers)
+                    # Only the answer's first bytes are read (a receiver's page can go on and on; the log shows 200).
+                    with self.http.stream("POST", url, content=body, headers=headers) as response:
+                        start = _first_bytes(response, ANSWER_SHOWN)
                     if not response.is_redirect:
                         break
                     location = urljoin(url, response.headers["Location"])
@@ -138,7 +142,8 @@ class WebhookTarget(Target):
             return Outcome(False, f"{type(exc).__name__}: {exc}")
         if response.is_success:
             return Outcome(True, f"HTTP {response.status_code}")
-        return Outcome(False, f"HTTP {response.status_code}: {_clip(response.text, 200)}")
+        text = start.decode(response.encoding or "utf-8", "replace").strip()
+        return Outcome(False, f"HTTP {response.status_code}: {text[:ANSWER_SHOWN]}{'…' if len(text) > ANSWER_SHOWN else ''}")
 
     def close(self) -> None:
         self.http.close()
@@ -446,6 +451,16 @@ def _same_host(url: str, location: str) -> bool:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}"
+
+
+def _first_bytes(response: httpx.Response, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the answer's body (and one more, to tell there is more); the rest is not read."""
+    head = bytearray()
+    for chunk in response.iter_bytes():
+        head += chunk
+        if len(head) > limit:
+            break
+    return bytes(head[:limit + 1])
 
 
 def _clip(text: str, limit: int) -> str:

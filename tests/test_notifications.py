@@ -35,11 +35,12 @@ PASSWORD = "chat-password-93ac1d"
 class Receiver:
     """A webhook receiver on loopback: records every request; answers as told (fail, hang, redirect)."""
 
-    def __init__(self, *, fail_first: int = 0, hang: bool = False, trickle: bool = False,
+    def __init__(self, *, fail_first: int = 0, hang: bool = False, trickle: bool = False, flood: bool = False,
                  redirect_to: str | None = None, on_request=None):
         self.fail_first = fail_first
         self.hang = hang
         self.trickle = trickle
+        self.flood = flood
         self.redirect_to = redirect_to
         self.on_request = on_request
         self.requests: list[dict] = []
@@ -65,6 +66,18 @@ class Receiver:
                             return
                         self.wfile.write(bytes([byte]))
                         self.wfile.flush()
+                    return
+                if receiver.flood:
+                    # An error page that goes on and on: 10 GiB announced, sent until the client hangs up.
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(10 * 2**30))
+                    self.end_headers()
+                    chunk = b"x" * 2**20
+                    try:
+                        while not receiver.released.is_set():
+                            self.wfile.write(chunk)
+                    except OSError:
+                        pass
                     return
                 if receiver.redirect_to and self.path == "/old":
                     self.send_response(307)
@@ -388,6 +401,13 @@ def test_a_receiver_that_does_not_answer_in_time_is_given_up_on(receivers, how):
     slow = receivers(**{how: True})
     outcome = _webhook(slow.url + "/hook", timeout=0.5).send("{}", "j1:done")
     assert not outcome.accepted and outcome.detail == "no answer within 0.5s"
+
+
+def test_a_receiver_flooding_an_error_page_is_answered_from_its_first_bytes(receivers):
+    # The whole page was read into memory for the 200 characters the log shows, until the deadline cut it off.
+    flood = receivers(flood=True)
+    outcome = _webhook(flood.url + "/hook", timeout=2).send("{}", "j1:done")
+    assert not outcome.accepted and outcome.detail.startswith("HTTP 500: xxxx"), outcome.detail
 
 
 def test_a_command_that_fails_or_hangs_is_retried_and_its_output_logged_truncated(tmp_path):
