@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -178,17 +178,60 @@ class CommandTarget(Target):
                                        env=env, cwd="/", start_new_session=True)
         except OSError as exc:
             return Outcome(False, f"cannot run {argv[0]}: {exc.strerror or exc}")
+        out, err = _Heads(process.stdout), _Heads(process.stderr)
+        feeder = threading.Thread(target=_feed, args=(process.stdin, payload.encode()), daemon=True)
+        for thread in (feeder, out, err):
+            thread.start()
         try:
-            out, err = process.communicate(payload.encode(), timeout=self.timeout)
+            process.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             # Its own process group: whatever it started goes too.
             os.killpg(process.pid, signal.SIGKILL)
-            out, err = process.communicate()
-            return Outcome(False, f"still running after {self.timeout:g}s, killed{_output(out, err)}")
+            process.wait()
+            return Outcome(False, f"still running after {self.timeout:g}s, killed{_output(out.result(), err.result())}")
         if process.returncode == 0:
-            return Outcome(True, f"exit 0{_output(out, err)}")
+            return Outcome(True, f"exit 0{_output(out.result(), err.result())}")
         how = f"killed by signal {-process.returncode}" if process.returncode < 0 else f"exit {process.returncode}"
-        return Outcome(False, how + _output(out, err))
+        return Outcome(False, how + _output(out.result(), err.result()))
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    """Write a command's stdin and close it; a command that does not read it is its own business."""
+    try:
+        with pipe:
+            pipe.write(data)
+    except OSError:  # BrokenPipeError: it exited, or closed its stdin
+        pass
+
+
+class _Heads(threading.Thread):
+    """Read a command's stdout or stderr to its end, keeping its first bytes: its output is read so that it never
+    blocks on a full pipe, and kept only as far as the log shows it, however much it writes."""
+
+    def __init__(self, pipe: IO[bytes]):
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.head = bytearray()
+        self.size = 0
+
+    def run(self) -> None:
+        with self.pipe:
+            for chunk in iter(lambda: self.pipe.read1(65536), b""):
+                if len(self.head) < OUTPUT_LIMIT:
+                    self.head += chunk[:OUTPUT_LIMIT - len(self.head)]
+                self.size += len(chunk)
+
+    def result(self) -> _Said:
+        self.join(5.0)  # a grandchild that keeps the pipe open is not waited for
+        return _Said(bytes(self.head), self.size)
+
+
+@dataclass(frozen=True)
+class _Said:
+    """What a command wrote to one stream: its first bytes, and how many it wrote in all."""
+
+    head: bytes
+    size: int
 
 
 class AppriseTarget(Target):
@@ -468,9 +511,13 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
-def _output(out: bytes, err: bytes) -> str:
-    said = [f"{name}: {_clip(data.decode(errors='replace'), OUTPUT_LIMIT)}" for name, data in (("stdout", out), ("stderr", err))
-            if data.strip()]
+def _output(out: _Said, err: _Said) -> str:
+    said = []
+    for name, stream in (("stdout", out), ("stderr", err)):
+        text = stream.head.decode(errors="replace").strip()
+        if text:
+            more = stream.size - len(stream.head)
+            said.append(f"{name}: {text}" + (f"… ({more} more bytes)" if more else ""))
     return ("; " + "; ".join(said)) if said else ""
 
 

@@ -426,6 +426,21 @@ def test_a_command_that_fails_or_hangs_is_retried_and_its_output_logged_truncate
     assert not outcome.accepted and outcome.detail.startswith("still running after 0.5s, killed")
 
 
+def test_a_command_that_writes_a_gibibyte_is_heard_out_in_bounded_memory(tmp_path):
+    # All of a command's output was kept until it ended, for the 2,000 characters the log shows of it.
+    config = make_config(tmp_path, "http://127.0.0.1:9", notify=[{"command": [
+        sys.executable, "-c", "import sys\nfor _ in range(1024): sys.stdout.buffer.write(b'y' * 2**20)"], "timeout": 120}])
+    probe = (f"import json, resource\nfrom ingestd.config import load_config\nfrom ingestd.notify import targets_of\n"
+             f"[target] = targets_of(load_config({str(config)!r}))\n"
+             "outcome = target.send(json.dumps({'event': 'done', 'job_id': 'j1'}), 'j1:done')\n"
+             "print(json.dumps([outcome.accepted, outcome.detail, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    accepted, detail, peak_kib = json.loads(result.stdout)
+    assert accepted and detail.startswith("exit 0; stdout: yyyy") and len(detail) < 2100
+    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib // 1024} MiB"
+
+
 # -- commands and config ----------------------------------------------------------------------
 
 
