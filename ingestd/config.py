@@ -424,7 +424,12 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_SIZE + 1)
+        if len(raw) > MAX_CONFIG_SIZE:
+            raise ConfigError([ConfigProblem(file, None, "", f"cannot read config file: larger than "
+                                             f"{MAX_CONFIG_SIZE // MIB} MiB; is it the config file?")])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError([ConfigProblem(file, None, "", f"cannot read config file: {reason}")]) from None
@@ -471,7 +476,8 @@ _LAST_PART = re.compile(r"(\.[^.\[]+|\[\d+\])$|^[^.\[]+$")
 _VARIABLE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{")
 
 
-# Far above any real config (the example holds a few hundred), far below what would exhaust memory.
+# Far above any real config (the example holds a few hundred values in 8 KiB), far below what would exhaust memory.
+MAX_CONFIG_SIZE = 16 * MIB
 MAX_CONFIG_VALUES = 100_000
 
 

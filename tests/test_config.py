@@ -540,6 +540,12 @@ def test_a_config_nested_past_the_parsers_depth_is_a_problem_not_a_crash(tmp_pat
     assert problems(path) == [f"{path}: (yaml): invalid YAML: nested too deeply"]
 
 
+def test_a_file_larger_than_any_config_is_refused_unread(tmp_path):
+    # `--config` pointed at a recording (or /dev/zero) was read whole into memory before anything was said.
+    path = write(tmp_path, MINIMAL + ("# padding\n" * (2 * 1024 * 1024)))
+    assert problems(path) == [f"{path}: (top level): cannot read config file: larger than 16 MiB; is it the config file?"]
+
+
 def test_self_referring_alias_is_a_problem_not_a_crash(tmp_path):
     path = write(tmp_path, minimal_plus("""\
         tags: &loop [a, *loop]
