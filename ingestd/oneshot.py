@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,9 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
         st = os.stat(path, follow_symlinks=False)
     except OSError as exc:
         print(f"ingestd: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if not stat.S_ISREG(st.st_mode):
+        print(visible(f"ingestd: cannot upload {path}: it is {_kind_of(st.st_mode)}, not a file"), file=sys.stderr)
         return 1
     config = _config_for_rule(config, rule)
     # The progress bar is the report; log lines on stderr only when something goes wrong.
@@ -74,6 +78,12 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
     reason = job.held_reason if job.state == q.HELD else job.error
     bar.line(visible(f"{job.state}: {reason}"))
     return 1
+
+
+def _kind_of(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a pipe"), (stat.S_ISLNK, "a symbolic link"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _interrupted(job: q.Job | None, path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +79,18 @@ def test_a_file_that_fails_exits_non_zero_with_the_reason(tmp_path, emulator):
     assert emulator.all_media() == []
     missing = upload(config, str(tmp_path / "nowhere.wav"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+@pytest.mark.parametrize("kind", ["a directory", "a pipe", "a device"])
+def test_what_is_not_a_regular_file_is_refused_before_anything_is_queued(tmp_path, emulator, kind):
+    config = make_config(tmp_path, emulator.base_url)
+    target = {"a directory": tmp_path / "inbox", "a pipe": tmp_path / "inbox" / "live.wav", "a device": Path("/dev/zero")}[kind]
+    if kind == "a pipe":
+        os.mkfifo(target)
+    result = upload(config, str(target))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"ingestd: cannot upload {target}: it is {kind}, not a file"
+    assert queue_of(tmp_path).list() == []
 
 
 def test_upload_force_sends_content_that_was_uploaded_before(tmp_path, emulator):
