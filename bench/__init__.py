@@ -313,6 +313,7 @@ class DaemonProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.notify.close()
+        self.notify_path.unlink(missing_ok=True)  # so the same folder can start another daemon
 
     def __enter__(self) -> DaemonProcess:
         return self.start()

@@ -434,6 +434,17 @@ class JobQueue:
             found.update({r["path"]: (r["id"], r["size"], r["mtime_ns"], _inode_out(r["inode"])) for r in rows})
         return found
 
+    def queued_files(self, page: int = 5000) -> Iterator[tuple[str, str, str, str]]:
+        """(id, path, root, stage) of every queued job, a page at a time: a backlog of 100,000 is not held as jobs."""
+        after = ""
+        while True:
+            rows = self._rows("SELECT id, path, root, stage FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id LIMIT ?",
+                              (after, page))
+            yield from ((row["id"], row["path"], row["root"], row["stage"]) for row in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1]["id"]
+
     def live_job_for(self, path: str) -> Job | None:
         return self._job(self._row("SELECT * FROM jobs WHERE path = ? AND state IN ('queued','running','held')", (path,)))
 

@@ -259,13 +259,16 @@ class Service:
         resumed = self.queue.unhold()
         if resumed:
             log.info("held_jobs_rechecked", count=resumed)
-        for job in self.queue.list(states=(q.QUEUED,), limit=1_000_000):
+        roots: dict[str, bool] = {}
+        for job_id, path, root, stage in self.queue.queued_files():
             # A folder that is not there (a share not mounted yet) says nothing about its files.
-            if job.stage != q.FILE and os.path.isdir(job.root) and not os.path.lexists(job.path):
+            if root not in roots:
+                roots[root] = os.path.isdir(root)
+            if stage != q.FILE and roots[root] and not os.path.lexists(path):
                 # Through the filing stage, which deletes a media the job may already have created.
-                self.queue.update(job.id, stage=q.FILE, outcome=q.FAILED, event="file_vanished",
+                self.queue.update(job_id, stage=q.FILE, outcome=q.FAILED, event="file_vanished",
                                   error="the file disappeared while ingestd was not running")
-                log.warning("file_vanished", job_id=job.id, path=job.path)
+                log.warning("file_vanished", job_id=job_id, path=path)
         log.info("reconciled", seconds=round(time.time() - now, 3), counts=self.queue.counts(), node=self.config.node_name,
                  queue=self.queue.where)
 

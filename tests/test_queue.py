@@ -365,6 +365,13 @@ def test_an_mtime_beyond_64_bits_is_stored_clamped(queue):
     assert queue.get(job.id).mtime_ns == q.INT64_MAX
 
 
+def test_queued_files_pages_through_every_queued_job_once(queue):
+    jobs = [_enqueue(queue, path=f"/in/take-{n}\udce9.wav") for n in range(7)]
+    queue.finish(jobs[3].id, q.DONE)
+    seen = list(queue.queued_files(page=3))
+    assert sorted(seen) == sorted((j.id, j.path, "/in", q.PREPARE) for j in jobs if j is not jobs[3])
+
+
 def test_an_inode_of_2_63_or_more_is_queued_and_known_again(queue):
     # SMB mounts (a Windows file id's sequence number in its top bits) and some NFS servers hand these out;
     # neither store's 64-bit integer holds them as they are, and the file was offered again for ever.
