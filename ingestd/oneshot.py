@@ -38,7 +38,9 @@ def upload_one(config: Config, file: Path, *, rule: str | None = None) -> int:
         print(f"ingestd: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 1
     if not stat.S_ISREG(st.st_mode):
-        print(visible(f"ingestd: cannot upload {path}: it is {_kind_of(st.st_mode)}, not a file"), file=sys.stderr)
+        # Links are not followed, as the daemon never follows one out of a watched folder.
+        hint = f"; to upload the file it points to, name it: {path.resolve()}" if stat.S_ISLNK(st.st_mode) else ""
+        print(visible(f"ingestd: cannot upload {path}: it is {_kind_of(st.st_mode)}, not a file{hint}"), file=sys.stderr)
         return 1
     config = _config_for_rule(config, rule)
     # The progress bar is the report; log lines on stderr only when something goes wrong.

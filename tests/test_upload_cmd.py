@@ -93,6 +93,19 @@ def test_what_is_not_a_regular_file_is_refused_before_anything_is_queued(tmp_pat
     assert queue_of(tmp_path).list() == []
 
 
+def test_a_symbolic_link_is_refused_with_the_file_it_points_to(tmp_path, emulator):
+    # Like the daemon, which never follows a link out of a watched folder; the person is told which file to name.
+    config = make_config(tmp_path, emulator.base_url)
+    real = write_wav(tmp_path / "elsewhere" / "take.wav", 0.2)
+    link = tmp_path / "latest.wav"
+    link.symlink_to(real)
+    result = upload(config, str(link))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"ingestd: cannot upload {link}: it is a symbolic link, not a file; "
+                                     f"to upload the file it points to, name it: {real}")
+    assert emulator.all_media() == []
+
+
 def test_upload_force_sends_content_that_was_uploaded_before(tmp_path, emulator):
     config = make_config(tmp_path, emulator.base_url)
     first = tmp_path / "elsewhere" / "take.wav"
