@@ -548,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("path", help="an audio file inside a watched folder")
 
     sub = add("upload", cmd_upload, "upload one file now with a progress bar; exit 0 once its media is transcoded")
-    sub.add_argument("file")
+    sub.add_argument("file", help="a regular file (a symbolic link is not followed)")
     sub.add_argument("--rule", help="use this rule instead of matching one")
     sub.add_argument("--force", action="store_true", help="upload it even if the same content was uploaded before")
 
