@@ -435,7 +435,10 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ConfigError([ConfigProblem(file, None, "", f"cannot read config file: {reason}")]) from None
 
     document = _Document(file, os.environ if environ is None else environ)
-    data = document.read(text)
+    try:
+        data = document.read(text)
+    except RecursionError:  # in composing the file, or in reading what it composed to
+        raise ConfigError([ConfigProblem(file, None, "(yaml)", "invalid YAML: nested too deeply")]) from None
     _resolve_paths(data, path.absolute().parent)
 
     problems = list(document.problems)
@@ -505,17 +508,12 @@ class _Document:
             raise ConfigError([self._syntax_problem(exc)]) from None
         except yaml.YAMLError as exc:
             raise ConfigError([ConfigProblem(self.file, None, "(yaml)", f"invalid YAML: {exc}")]) from None
-        except RecursionError:
-            raise ConfigError([ConfigProblem(self.file, None, "(yaml)", "invalid YAML: nested too deeply")]) from None
         if root is None:
             raise ConfigError([ConfigProblem(self.file, None, "", "the config file is empty")])
         if not isinstance(root, MappingNode):
             line = root.start_mark.line + 1
             raise ConfigError([ConfigProblem(self.file, line, "", "the config must be a mapping of keys (api:, folders:, ...)")])
-        try:
-            return self._value(root, "")
-        except RecursionError:
-            raise ConfigError([ConfigProblem(self.file, None, "(yaml)", "invalid YAML: nested too deeply")]) from None
+        return self._value(root, "")
 
     def _syntax_problem(self, exc: yaml.MarkedYAMLError) -> ConfigProblem:
         mark = exc.problem_mark or exc.context_mark

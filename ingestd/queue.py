@@ -182,7 +182,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # How long after its job ended the very same file (same path, size, mtime and inode) is not queued again: longer than
 # any watcher takes to offer a file it saw; a file put back unchanged later than this is a new job.
 SAME_FILE_WINDOW = 600.0
-# Paths looked up per statement when a batch is enqueued: well under either engine's limit on parameters.
+# Paths looked up per statement: well under either engine's limit on parameters.
 KNOWN_FILES_CHUNK = 500
 
 
@@ -427,8 +427,8 @@ class JobQueue:
     def live_keys(self, paths: list[str]) -> dict[str, tuple[str, int, int, int]]:
         """(job id, size, mtime_ns, inode) of the live job at each of ``paths`` that has one, in a few queries."""
         found = {}
-        for start in range(0, len(paths), 500):
-            chunk = paths[start:start + 500]
+        for start in range(0, len(paths), KNOWN_FILES_CHUNK):
+            chunk = paths[start:start + KNOWN_FILES_CHUNK]
             rows = self._rows(f"SELECT path, id, size, mtime_ns, inode FROM jobs WHERE path IN ({','.join('?' * len(chunk))})"
                               " AND state IN ('queued','running','held')", chunk)
             found.update({r["path"]: (r["id"], r["size"], r["mtime_ns"], _inode_out(r["inode"])) for r in rows})
