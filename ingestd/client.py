@@ -388,7 +388,9 @@ class StreamClient:
         _deadline.value = time.monotonic() + budget
         try:
             with self._http.stream(method, path.lstrip("/"), **kwargs) as response:
-                content = _read_answer(response, method, path)
+                content = read_at_most(response, MAX_ANSWER)
+                if len(content) > MAX_ANSWER:
+                    _unexpected(method, path, f"larger than {MAX_ANSWER // (1024 * 1024)} MiB, more than any the API gives")
         except httpx.TimeoutException as exc:
             if isinstance(exc.__context__, DeadlineExceeded) or time.monotonic() >= _deadline.value:
                 raise APIConnectionError(f"no complete answer within {budget:.0f}s (the whole request's deadline)",
@@ -505,14 +507,15 @@ def _error_for(response: httpx.Response, method: str, path: str, message: str) -
     return RejectedError(message, **where)
 
 
-def _read_answer(response: httpx.Response, method: str, path: str) -> bytes:
-    """The answer's body, decoded, refused once past ``MAX_ANSWER``."""
+def read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """A streamed answer's body, decoded, up to ``limit`` bytes and one more (so the caller can tell there is more);
+    the rest is never read."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
-        if len(body) > MAX_ANSWER:
-            _unexpected(method, path, f"larger than {MAX_ANSWER // (1024 * 1024)} MiB, more than any the API gives")
-    return bytes(body)
+        if len(body) > limit:
+            break
+    return bytes(body[:limit + 1])
 
 
 def _server_message(response: httpx.Response, content: bytes) -> str:

@@ -36,7 +36,7 @@ import structlog
 
 from . import __version__, crashpoints
 from . import queue as q
-from .client import deadline, with_deadlines
+from .client import deadline, read_at_most, with_deadlines
 from .config import AppriseNotify, CommandNotify, Config, WebhookNotify
 from .templates import as_text, render_template
 
@@ -126,7 +126,7 @@ class WebhookTarget(Target):
                 for _ in range(MAX_REDIRECTS + 1):
                     # Only the answer's first bytes are read (a receiver's page can go on and on; the log shows 200).
                     with self.http.stream("POST", url, content=body, headers=headers) as response:
-                        start = _first_bytes(response, ANSWER_SHOWN)
+                        start = read_at_most(response, ANSWER_SHOWN)
                     if not response.is_redirect:
                         break
                     location = urljoin(url, response.headers["Location"])
@@ -494,16 +494,6 @@ def _same_host(url: str, location: str) -> bool:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}"
-
-
-def _first_bytes(response: httpx.Response, limit: int) -> bytes:
-    """Up to ``limit`` bytes of the answer's body (and one more, to tell there is more); the rest is not read."""
-    head = bytearray()
-    for chunk in response.iter_bytes():
-        head += chunk
-        if len(head) > limit:
-            break
-    return bytes(head[:limit + 1])
 
 
 def _clip(text: str, limit: int) -> str:
