@@ -178,7 +178,7 @@ class CommandTarget(Target):
                                        env=env, cwd="/", start_new_session=True)
         except OSError as exc:
             return Outcome(False, f"cannot run {argv[0]}: {exc.strerror or exc}")
-        out, err = _Heads(process.stdout), _Heads(process.stderr)
+        out, err = _Heads("stdout", process.stdout), _Heads("stderr", process.stderr)
         feeder = threading.Thread(target=_feed, args=(process.stdin, payload.encode()), daemon=True)
         for thread in (feeder, out, err):
             thread.start()
@@ -188,11 +188,11 @@ class CommandTarget(Target):
             # Its own process group: whatever it started goes too.
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            return Outcome(False, f"still running after {self.timeout:g}s, killed{_output(out.result(), err.result())}")
+            return Outcome(False, f"still running after {self.timeout:g}s, killed{_output(out, err)}")
         if process.returncode == 0:
-            return Outcome(True, f"exit 0{_output(out.result(), err.result())}")
+            return Outcome(True, f"exit 0{_output(out, err)}")
         how = f"killed by signal {-process.returncode}" if process.returncode < 0 else f"exit {process.returncode}"
-        return Outcome(False, how + _output(out.result(), err.result()))
+        return Outcome(False, how + _output(out, err))
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:
@@ -208,8 +208,9 @@ class _Heads(threading.Thread):
     """Read a command's stdout or stderr to its end, keeping its first bytes: its output is read so that it never
     blocks on a full pipe, and kept only as far as the log shows it, however much it writes."""
 
-    def __init__(self, pipe: IO[bytes]):
+    def __init__(self, name: str, pipe: IO[bytes]):
         super().__init__(daemon=True)
+        self.name = name
         self.pipe = pipe
         self.head = bytearray()
         self.size = 0
@@ -221,17 +222,12 @@ class _Heads(threading.Thread):
                     self.head += chunk[:OUTPUT_LIMIT - len(self.head)]
                 self.size += len(chunk)
 
-    def result(self) -> _Said:
+    def said(self) -> str:
+        """``name: first bytes… (n more bytes)``, or nothing when the stream was empty."""
         self.join(5.0)  # a grandchild that keeps the pipe open is not waited for
-        return _Said(bytes(self.head), self.size)
-
-
-@dataclass(frozen=True)
-class _Said:
-    """What a command wrote to one stream: its first bytes, and how many it wrote in all."""
-
-    head: bytes
-    size: int
+        text = bytes(self.head).decode(errors="replace").strip()
+        more = self.size - len(self.head)
+        return f"{self.name}: {text}" + (f"… ({more} more bytes)" if more else "") if text else ""
 
 
 class AppriseTarget(Target):
@@ -501,13 +497,8 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
-def _output(out: _Said, err: _Said) -> str:
-    said = []
-    for name, stream in (("stdout", out), ("stderr", err)):
-        text = stream.head.decode(errors="replace").strip()
-        if text:
-            more = stream.size - len(stream.head)
-            said.append(f"{name}: {text}" + (f"… ({more} more bytes)" if more else ""))
+def _output(*streams: _Heads) -> str:
+    said = [text for text in (stream.said() for stream in streams) if text]
     return ("; " + "; ".join(said)) if said else ""
 
 
