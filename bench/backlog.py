@@ -68,15 +68,18 @@ def run(scale: Scale) -> list[Row]:
             f"CPU {cpu:.1f}s")
         target = TARGET_SECONDS.get(count)
         rss_target = TARGET_RSS_100K if count == 100_000 else None
+
+        def rss_row(metric: str, peak: int) -> Row:
+            return Row("backlog", metric, f"{peak / MIB:.0f} MiB", f"≤ {rss_target // MIB} MiB" if rss_target else "",
+                       peak <= rss_target if rss_target else None)
+
         rows += [
             Row("backlog", f"{count:,} files: start → READY=1", f"{ready:.1f} s"),
             Row("backlog", f"{count:,} files: start → all enqueued", f"{enqueued:.1f} s",
                 f"≤ {target:.0f} s" if target else "", enqueued <= target if target else None),
             Row("backlog", f"{count:,} files: daemon CPU until all enqueued (start-up included)", f"{cpu:.1f} s"),
-            Row("backlog", f"{count:,} files: daemon peak RSS", f"{peak / MIB:.0f} MiB",
-                f"≤ {rss_target // MIB} MiB" if rss_target else "", peak <= rss_target if rss_target else None),
+            rss_row(f"{count:,} files: daemon peak RSS", peak),
             Row("backlog", f"{count:,} files still queued: restart → READY=1", f"{ready_again:.1f} s"),
-            Row("backlog", f"{count:,} files still queued: restarted daemon's peak RSS", f"{peak_again / MIB:.0f} MiB",
-                f"≤ {rss_target // MIB} MiB" if rss_target else "", peak_again <= rss_target if rss_target else None),
+            rss_row(f"{count:,} files still queued: restarted daemon's peak RSS", peak_again),
         ]
     return rows
