@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import threading
@@ -52,6 +53,8 @@ MAX_RETRY_WAIT = 600.0
 GIVE_UP_AFTER = 24 * 3600.0
 # What a command may print that goes to the log, per stream.
 OUTPUT_LIMIT = 2000
+# How long, once a command has exited, its output may take to end (a child it left running may hold it open).
+OUTPUT_GRACE = 5.0
 # A command's environment: nothing of the daemon's (its token) leaks in, only these and INGESTD_*.
 COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -214,17 +217,29 @@ class _Heads(threading.Thread):
         self.pipe = pipe
         self.head = bytearray()
         self.size = 0
+        self._give_up = threading.Event()
 
     def run(self) -> None:
+        fd = self.pipe.fileno()
         with self.pipe:
-            for chunk in iter(lambda: self.pipe.read1(65536), b""):
+            # A child the command left in the background can hold the pipe open for ever: wait in short steps.
+            while not self._give_up.is_set():
+                if not select.select([fd], [], [], 0.5)[0]:
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
                 if len(self.head) < OUTPUT_LIMIT:
                     self.head += chunk[:OUTPUT_LIMIT - len(self.head)]
                 self.size += len(chunk)
 
-    def said(self) -> str:
-        """``name: first bytes… (n more bytes)``, or nothing when the stream was empty."""
-        self.join(5.0)  # a grandchild that keeps the pipe open is not waited for
+    def said(self, by: float) -> str:
+        """``name: first bytes… (n more bytes)``, or nothing when the stream was empty; what came by ``by``
+        (``time.monotonic()``) when the stream has not ended by then."""
+        self.join(max(0.0, by - time.monotonic()))
+        if self.is_alive():
+            self._give_up.set()
+            self.join()
         text = bytes(self.head).decode(errors="replace").strip()
         more = self.size - len(self.head)
         return f"{self.name}: {text}" + (f"… ({more} more bytes)" if more else "") if text else ""
@@ -498,7 +513,9 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _output(*streams: _Heads) -> str:
-    said = [text for text in (stream.said() for stream in streams) if text]
+    """What the command wrote; its streams are given OUTPUT_GRACE together to end once it has exited."""
+    by = time.monotonic() + OUTPUT_GRACE
+    said = [text for text in (stream.said(by) for stream in streams) if text]
     return ("; " + "; ".join(said)) if said else ""
 
 

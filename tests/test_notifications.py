@@ -441,6 +441,19 @@ def test_a_command_that_writes_a_gibibyte_is_heard_out_in_bounded_memory(tmp_pat
     assert peak_kib < 200 * 1024, f"peak RSS {peak_kib // 1024} MiB"
 
 
+def test_a_command_whose_background_child_keeps_its_output_open_leaves_no_reader_behind(tmp_path):
+    # Its output can never end while the child lives: after a grace period its readers stop, rather than one thread
+    # and two descriptors staying behind for every notification sent to such a command.
+    make_config(tmp_path, "http://127.0.0.1:9", notify=[{"command": ["/bin/sh", "-c", "sleep 60 & echo started"]}])
+    [target] = targets_of(load_config(tmp_path / "config.yaml"))
+    threads = threading.active_count()
+    started = time.monotonic()
+    outcome = target.send(json.dumps({"event": "done", "job_id": "j1"}), "j1:done")
+    assert outcome.accepted and outcome.detail == "exit 0; stdout: started"
+    assert time.monotonic() - started < 20
+    wait_for(lambda: threading.active_count() <= threads, timeout=10, what="the output readers to stop")
+
+
 # -- commands and config ----------------------------------------------------------------------
 
 
